@@ -1,0 +1,1 @@
+"""Plan output formats: rich tables, JSON and PowerShell."""

@@ -28,6 +28,9 @@ class PSObjectValue:
     properties: dict[str, Any] = field(default_factory=dict)
     to_string: str | None = None
 
+    # The primitive that the object wraps, such as an enum's integer; None for most objects.
+    value: Any = None
+
 
 @dataclass
 class CommandCall:
@@ -40,6 +43,10 @@ class CommandCall:
     # value True (or None, as pypsrp sends ``-Switch`` without a value); a
     # positional argument has name None.
     parameters: list[tuple[str | None, Any]] = field(default_factory=list)
+
+    # True on the last command of each statement; a pipeline built with
+    # pypsrp's add_statement() holds several statements.
+    end_of_statement: bool = False
 
 
 @dataclass

@@ -44,7 +44,7 @@ _AUTHORIZATION = re.compile(r"^\s*(\S+)\s*(\S*)\s*$")
 
 
 class AuthenticationFailed(Exception):
-    """Raised when a request's credentials are missing or wrong; the listener answers 401."""
+    """Raised when a request's credentials are missing or wrong; the listener replies with 401."""
 
 
 def split_account(name: str) -> tuple[str, str]:
@@ -93,7 +93,7 @@ class Authenticator:
             self._known[_account_key(name)] = (name, password)
 
     def challenge_headers(self) -> list[tuple[str, str]]:
-        """The WWW-Authenticate headers of a 401 reply, as Windows sends them."""
+        """Return the WWW-Authenticate headers of a 401 reply, as Windows sends them."""
         headers = []
         if NEGOTIATE in self.methods:
             headers.append(("WWW-Authenticate", "Negotiate"))
@@ -192,5 +192,5 @@ def parse_authorization(header: str) -> tuple[str, str]:
 
 
 def tls_server_end_point(certificate_der: bytes) -> bytes:
-    """The RFC 5929 tls-server-end-point channel binding of a SHA-256-signed certificate."""
+    """Compute the RFC 5929 tls-server-end-point channel binding of a SHA-256-signed certificate."""
     return b"tls-server-end-point:" + hashlib.sha256(certificate_der).digest()

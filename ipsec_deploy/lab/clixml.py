@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import decimal
+import logging
 import math
 import re
 import uuid
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.padding import PKCS7
 
 from ipsec_deploy.lab.pipeline import ErrorRecordValue, PSObjectValue
+
+log = logging.getLogger("ipsec_deploy.lab")
 
 # [MS-PSRP] 2.2.5.1.x primitive type elements, decoded to Python values.
 _INTEGER_TAGS = frozenset({"By", "SB", "U16", "I16", "U32", "I32", "U64", "I64"})
@@ -47,6 +50,7 @@ ERROR_CATEGORIES = (
 
 ARRAY_TYPE_NAMES = ["System.Object[]", "System.Array", "System.Object"]
 HASHTABLE_TYPE_NAMES = ["System.Collections.Hashtable", "System.Object"]
+SECURE_STRING_TYPE_NAMES = ["System.Security.SecureString", "System.Object"]
 ERROR_RECORD_TYPE_NAMES = ["System.Management.Automation.ErrorRecord", "System.Object"]
 
 
@@ -142,10 +146,11 @@ class SecureStringCipher:
 class ClixmlDecoder:
     """Decode one CLIXML document into the plain values of ``ipsec_deploy.lab.pipeline``.
 
-    ``Obj`` with a list (``LST``/``IE``/``QUE``/``STK``) becomes a ``list``, with
-    ``DCT`` a ``dict``, with no properties but a primitive value that primitive
-    (an enum keeps its type names as a ``PSObjectValue`` with ``value`` set), and
-    any other object a ``PSObjectValue`` whose properties are ``Props`` then ``MS``.
+    An ``Obj`` with a list (``LST``/``IE``/``QUE``/``STK``) becomes a ``list``,
+    and one with ``DCT`` a ``dict``. An ``Obj`` that wraps a primitive and has
+    no properties becomes that primitive, except an enum, which stays a
+    ``PSObjectValue`` with ``value`` set. Any other object becomes a
+    ``PSObjectValue`` whose properties are its ``Props`` then its ``MS`` members.
     """
 
     def __init__(self, cipher: SecureStringCipher | None = None) -> None:
@@ -191,10 +196,13 @@ class ClixmlDecoder:
         raise ClixmlError("unsupported CLIXML element <%s>" % tag)
 
     def _decode_secure_string(self, text: str) -> Any:
-        if self._cipher is None:
-            # NOTE: without a session key exchange the value stays encrypted.
-            return PSObjectValue(["System.Security.SecureString", "System.Object"], to_string="System.Security.SecureString")
-        return self._cipher.decrypt(text)
+        if self._cipher is not None:
+            try:
+                return self._cipher.decrypt(text)
+            except ValueError:
+                log.warning("could not decrypt a SecureString with the session key; passing it on encrypted")
+        # NOTE: without the session key the handler gets a placeholder object, not the text.
+        return PSObjectValue(list(SECURE_STRING_TYPE_NAMES), to_string="System.Security.SecureString")
 
     def _read_type_names(self, element: ET.Element) -> list[str]:
         type_list = element.find("TN")
@@ -298,22 +306,11 @@ class ClixmlEncoder:
             return value
         if isinstance(value, Tagged):
             return self._encode_tagged(value)
-        if value is None:
-            return ET.Element("Nil")
-        if isinstance(value, bool):
-            return _primitive("B", "true" if value else "false")
-        if isinstance(value, int):
-            return _primitive(_integer_tag(value), str(value))
-        if isinstance(value, float):
-            return _primitive("Db", format_double(value))
-        if isinstance(value, decimal.Decimal):
-            return _primitive("D", str(value))
-        if isinstance(value, str):
-            return _primitive("S", escape_string(value))
-        if isinstance(value, (bytes, bytearray)):
-            return _primitive("BA", base64.b64encode(bytes(value)).decode("ascii"))
-        if isinstance(value, uuid.UUID):
-            return _primitive("G", str(value))
+
+        primitive = _encode_primitive(value)
+        if primitive is not None:
+            return primitive
+
         if isinstance(value, PSObjectValue):
             return self._encode_ps_object(value)
         if isinstance(value, ErrorRecordValue):
@@ -446,6 +443,27 @@ class ClixmlEncoder:
         # COR_E_SYSTEM, the HResult that PowerShell's own exceptions carry.
         adapted.append(self.encode(-2146233087, "HResult"))
         return element
+
+
+def _encode_primitive(value: Any) -> ET.Element | None:
+    """Encode a Python scalar as its primitive element, or return None for anything else."""
+    if value is None:
+        return ET.Element("Nil")
+    if isinstance(value, bool):
+        return _primitive("B", "true" if value else "false")
+    if isinstance(value, int):
+        return _primitive(_integer_tag(value), str(value))
+    if isinstance(value, float):
+        return _primitive("Db", format_double(value))
+    if isinstance(value, decimal.Decimal):
+        return _primitive("D", str(value))
+    if isinstance(value, str):
+        return _primitive("S", escape_string(value))
+    if isinstance(value, (bytes, bytearray)):
+        return _primitive("BA", base64.b64encode(bytes(value)).decode("ascii"))
+    if isinstance(value, uuid.UUID):
+        return _primitive("G", str(value))
+    return None
 
 
 def _primitive(tag: str, text: str) -> ET.Element:

@@ -45,7 +45,7 @@ class CommandCall:
     parameters: list[tuple[str | None, Any]] = field(default_factory=list)
 
     # True on the last command of each statement; a pipeline built with
-    # pypsrp's add_statement() holds several statements.
+    # pypsrp's add_statement() contains several statements.
     end_of_statement: bool = False
 
 

@@ -1,7 +1,7 @@
 """The server side of the PowerShell Remoting Protocol ([MS-PSRP]) for one simulated host.
 
 A ``RunspacePoolServer`` lives inside one WS-Man shell. It reassembles the
-client's fragments into messages, answers the runspace pool messages itself
+client's fragments into messages, replies to the runspace pool messages itself
 and runs each pipeline through the host's ``PipelineHandler`` on a thread of
 its own. Replies wait in per-pool and per-pipeline queues until the client's
 next Receive takes them.
@@ -325,11 +325,11 @@ class RunspacePoolServer:
         elif message_type in (MessageType.SET_MAX_RUNSPACES, MessageType.SET_MIN_RUNSPACES):
             self._set_runspaces(message)
         elif message_type == MessageType.GET_AVAILABLE_RUNSPACES:
-            call_id = self._decode_members(message).get("ci", 0)
+            call_id = _call_id(self._decode_members(message))
             busy = sum(1 for pipeline in self.pipelines.values() if not pipeline.outgoing.closed)
             self._queue_availability(Tagged("I64", max(self.max_runspaces - busy, 0)), call_id)
         elif message_type == MessageType.RESET_RUNSPACE_STATE:
-            self._queue_availability(True, self._decode_members(message).get("ci", 0))
+            self._queue_availability(True, _call_id(self._decode_members(message)))
         elif message_type == MessageType.PUBLIC_KEY:
             self._exchange_session_key(message)
         elif message_type == MessageType.RUNSPACEPOOL_HOST_RESPONSE:
@@ -366,7 +366,7 @@ class RunspacePoolServer:
             self.max_runspaces = int(members.get("MaxRunspaces") or self.max_runspaces)
         else:
             self.min_runspaces = int(members.get("MinRunspaces") or self.min_runspaces)
-        self._queue_availability(True, members.get("ci", 0))
+        self._queue_availability(True, _call_id(members))
 
     def _queue_availability(self, response: Any, call_id: int) -> None:
         self._queue(
@@ -461,6 +461,11 @@ class RunspacePoolServer:
             self.condition.notify_all()
 
 
+def _call_id(members: dict[str, Any]) -> int:
+    # [MS-PSRP] names the call identifier "ci"; pypsrp 0.9.1 sends "CI" in SET_MAX/MIN_RUNSPACES.
+    return int(members.get("ci", members.get("CI")) or 0)
+
+
 def _parse_public_key_blob(blob: bytes) -> rsa.RSAPublicKey:
     """Read the PUBLICKEYBLOB of a PUBLIC_KEY message ([MS-PSRP] 2.2.2.3): header, "RSA1", bit length, exponent, modulus."""
     if len(blob) < 20 or blob[8:12] != b"RSA1":
@@ -499,7 +504,7 @@ def decode_create_pipeline(data: bytes, cipher: SecureStringCipher | None = None
             commands[-1].end_of_statement = True
 
     if not commands:
-        raise ProtocolError("CREATE_PIPELINE holds no command")
+        raise ProtocolError("CREATE_PIPELINE contains no command")
     return PipelineRequest(commands=commands), no_input
 
 

@@ -66,9 +66,10 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 class RoundTripCounters:
     """HTTP round trips of one listener, by kind. Read ``snapshot()`` for a consistent copy."""
 
-    total: int = 0  # every HTTP request that reached the listener, answered or dropped
-    authentication: int = 0  # requests answered 401, including the legs of the NTLM handshake
+    total: int = 0  # every HTTP request that reached the listener, replied to or dropped
+    authentication: int = 0  # requests that got 401, including the legs of the NTLM handshake
     dropped: int = 0  # requests whose connection the drop fault closed
+    encrypted: int = 0  # requests whose body came in WinRM message encryption
     by_action: Counter[str] = field(default_factory=Counter)  # WS-Man action name (Create, Receive...)
     faults: Counter[str] = field(default_factory=Counter)  # WS-Man fault subcode (w:TimedOut...)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -93,13 +94,14 @@ class RoundTripCounters:
                 "total": self.total,
                 "authentication": self.authentication,
                 "dropped": self.dropped,
+                "encrypted": self.encrypted,
                 "by_action": dict(self.by_action),
                 "faults": dict(self.faults),
             }
 
     def reset(self) -> None:
         with self._lock:
-            self.total = self.authentication = self.dropped = 0
+            self.total = self.authentication = self.dropped = self.encrypted = 0
             self.by_action.clear()
             self.faults.clear()
 
@@ -251,6 +253,7 @@ class _LabRequestHandler(BaseHTTPRequestHandler):
                 listener.round_trips.add("authentication")
                 self._send(HTTPStatus.UNAUTHORIZED, b"", listener.authenticator.challenge_headers())
                 return
+            listener.round_trips.add("encrypted")
             try:
                 body = encryption.unwrap_message(body, boundary.group(1))
             except (WinRMError, ValueError, IndexError) as error:
@@ -319,8 +322,8 @@ class LabListener:
     Receive waits for output before the OperationTimeout fault, in seconds, so
     that tests need not wait the client's full OperationTimeout.
     ``split_pool_open`` sends the runspace pool's Opened state in a second
-    Receive, as the recorded Windows Server 2016 exchanges do; by default it
-    comes in the first, which saves a round trip.
+    Receive, as the recorded Windows Server 2016 exchanges do. By default it
+    comes in the first Receive, which saves a round trip.
     """
 
     def __init__(

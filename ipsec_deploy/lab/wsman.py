@@ -213,7 +213,7 @@ def fault_envelope(fault: WsmanFault, relates_to: str, machine: str) -> bytes:
 
 @dataclass
 class ClientInfo:
-    """Who sent a request: the authenticated user and the client's address."""
+    """The sender of a request: the authenticated user and the client's address."""
 
     user: str
     address: str

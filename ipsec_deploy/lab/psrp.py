@@ -496,6 +496,7 @@ def decode_create_pipeline(data: bytes, cipher: SecureStringCipher | None = None
     else:
         statements = [power_shell.get("Cmds") or []]
 
+    # NOTE: the Merge* stream settings are not decoded, so errors never go to the output stream.
     commands: list[CommandCall] = []
     for statement in statements:
         for command in statement:

@@ -246,6 +246,8 @@ class _LabRequestHandler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         encrypted = content_type.startswith(("multipart/encrypted", "multipart/x-multi-encrypted"))
 
+        # NOTE: a plain SOAP body is accepted over HTTP too, as with
+        # AllowUnencrypted=true; Windows's default (false) would reject it.
         if encrypted:
             encryption = self.auth_state.encryption
             boundary = _BOUNDARY.search(content_type)

@@ -17,7 +17,7 @@ from rich.console import Console
 from .inventory import Inventory, InventoryError, load_inventory
 from .planner import Plan, build_plan
 from .render.json_plan import render_json
-from .render.powershell import render_host_script, script_file_name
+from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
 
 EXIT_OK = 0
@@ -164,7 +164,7 @@ def write_scripts(the_plan: Plan, out: Path | None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for host_plan in the_plan.hosts:
             path = out / script_file_name(host_plan.host.name)
-            path.write_text(render_host_script(the_plan, host_plan), encoding="utf-8")
+            path.write_text(render_host_script(the_plan, host_plan), encoding=SCRIPT_FILE_ENCODING)
             stderr.print(f"wrote {path}")
     except OSError as error:
         stderr.print(f"[red]error: cannot write scripts to {out}: {error.strerror}[/red]")

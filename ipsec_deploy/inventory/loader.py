@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def parse_inventory(text: str, file_name: str = "<inventory>") -> Inventory:
     inventory = reader.read(document)
     problems.raise_if_errors()
     assert inventory is not None
-    return inventory
+    return replace(inventory, warnings=tuple(problems.warnings))
 
 
 def _file_problem(path: Path, message: str):

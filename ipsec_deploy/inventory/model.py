@@ -7,7 +7,7 @@ so that the planner's checks can report ``file:line`` too.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -223,7 +223,10 @@ class Inventory:
     # The raw ``lab`` section, read only by the lab simulator.
     lab: Any = None
     lab_location: Location | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    # Warnings found while loading (weak algorithms allowed by the opt-in);
+    # every plan repeats them.
+    warnings: tuple[Any, ...] = ()
 
     def all_policies(self) -> tuple[Policy, ...]:
         return self.exemptions + self.policies

@@ -46,6 +46,12 @@ def format_address(network) -> str:
     return str(network)
 
 
+def canonical_addresses(networks) -> tuple[str, ...]:
+    """Sort addresses (IPv4 first) so the written order of an endpoint never changes a rule."""
+    ordered = sorted(set(networks), key=lambda n: (n.version, n.network_address, n.prefixlen))
+    return tuple(format_address(n) for n in ordered)
+
+
 @dataclass(frozen=True)
 class RuleSide:
     """Which endpoint of a policy a host's rule stands on."""
@@ -60,9 +66,10 @@ class RuleSide:
 
 def policy_sides(policy: Policy) -> list[tuple[str, RuleSide]]:
     """Return (membership endpoint name, side) pairs; a symmetric policy has one side."""
+    # Compare what ends up in the rules, not how the endpoints were written:
+    # [APP-SRV01] and [10.0.1.10] give the same rule.
     symmetric = (
-        policy.endpoint1.addresses == policy.endpoint2.addresses
-        and policy.endpoint1.hosts == policy.endpoint2.hosts
+        set(policy.endpoint1.addresses) == set(policy.endpoint2.addresses)
         and policy.endpoint1_ports == policy.endpoint2_ports
     )
     if symmetric:
@@ -142,7 +149,10 @@ def build_plan(inventory: Inventory) -> Plan:
                     continue
                 objects = _objects_for_side(inventory, namer, policy, side, host)
                 for obj in objects:
-                    per_host[host.name][(obj.kind, obj.name)] = obj
+                    existing = per_host[host.name].setdefault((obj.kind, obj.name), obj)
+                    # Shared sets are planned once per policy that uses them;
+                    # two different objects under one name would be a naming bug.
+                    assert existing == obj, f"two different objects named {obj.name} on {host.name}"
                 rule_index[(host.name, policy.name, side.suffix)] = namer.rule(policy.name, side.suffix)
 
     pairs = _link_mirrors(inventory, per_host, rule_index)
@@ -152,6 +162,7 @@ def build_plan(inventory: Inventory) -> Plan:
         for name in sorted(inventory.hosts)
     )
     problems = ProblemCollector()
+    problems.problems.extend(inventory.warnings)
     plan = Plan(
         inventory.path,
         inventory.settings.managed_group,
@@ -168,8 +179,8 @@ def build_plan(inventory: Inventory) -> Plan:
 def _objects_for_side(inventory: Inventory, namer: _Namer, policy: Policy, side: RuleSide, host: Host) -> list[PlannedObject]:
     settings = effective_policy(policy, host)
     group = inventory.settings.managed_group
-    local = tuple(format_address(n) for n in side.local.addresses)
-    remote = tuple(format_address(n) for n in side.remote.addresses)
+    local = canonical_addresses(side.local.addresses)
+    remote = canonical_addresses(side.remote.addresses)
     label = policy.name + (f" ({side.suffix})" if side.suffix else "")
     objects: list[PlannedObject] = []
 

@@ -97,13 +97,21 @@ class _PlanChecker:
 
     def check_policies(self) -> None:
         rules_per_policy: dict[str, int] = {}
+        key_module_problems: dict[tuple[Location, str, str], list[str]] = {}
         for host_plan in self.plan.hosts:
             for rule in host_plan.rules:
                 rules_per_policy[rule.policy] = rules_per_policy.get(rule.policy, 0) + 1
                 policy = self.policies[rule.policy]
                 if rule.is_exemption:
                     continue
-                self.check_key_module(policy, host_plan.host, rule)
+                location = self.policy_location(policy, host_plan.host)
+                for reason in self.key_module_problems(rule):
+                    key_module_problems.setdefault((location, policy.name, reason), []).append(host_plan.host.name)
+
+        # One message per policy and reason, naming the hosts, rather than
+        # one per host.
+        for (location, policy_name, reason), hosts in key_module_problems.items():
+            self.problems.error(location, f"policy '{policy_name}' (on {', '.join(sorted(set(hosts)))}): {reason}")
 
         for policy in self.inventory.all_policies():
             if policy.name not in rules_per_policy:
@@ -121,23 +129,21 @@ class _PlanChecker:
                     "pre-shared keys are for test labs only; use Kerberos or certificates in production",
                 )
 
-    def check_key_module(self, policy: Policy, host: Host, rule: IPsecRule) -> None:
-        location = self.policy_location(policy, host)
+    def key_module_problems(self, rule: IPsecRule) -> list[str]:
+        reasons = []
         if rule.key_module == "IKEv2":
             for method in self.auth_methods(rule, 1):
                 if method.method in IKEV2_UNSUPPORTED:
-                    self.problems.error(
-                        location,
-                        f"policy '{policy.name}' on host '{host.name}': key module IKEv2 does not support "
-                        f"{IKEV2_UNSUPPORTED[method.method]}; use certificate authentication with IKEv2, "
-                        "or key module Default (IKEv1 and AuthIP)",
+                    reasons.append(
+                        f"key module IKEv2 does not support {IKEV2_UNSUPPORTED[method.method]}; use certificate "
+                        "authentication with IKEv2, or key module Default (IKEv1 and AuthIP)"
                     )
         if rule.phase2_auth_set and rule.key_module in ("IKEv1", "IKEv2"):
-            self.problems.error(
-                location,
-                f"policy '{policy.name}' on host '{host.name}': phase 2 authentication needs AuthIP, "
-                f"but key module is {rule.key_module}; use key module Default or AuthIP, or drop phase2",
+            reasons.append(
+                f"phase 2 authentication needs AuthIP, but key module is {rule.key_module}; "
+                "use key module Default or AuthIP, or drop phase2"
             )
+        return reasons
 
     def check_pairs(self) -> None:
         for pair in self.plan.pairs:

@@ -1,0 +1,236 @@
+"""Loader checks: each invalid input is reported with its line and a message that says what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipsec_deploy.inventory import InventoryError, load_inventory, parse_inventory
+from tests.inventory_texts import TWO_HOSTS, errors_of, problems_of
+
+
+def line_containing(text: str, snippet: str, occurrence: int = 1) -> int:
+    """Return the 1-based line of the n-th line that contains snippet."""
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if snippet in line:
+            seen += 1
+            if seen == occurrence:
+                return number
+    raise AssertionError(f"{snippet!r} not in text")
+
+
+def single_error(text: str) -> tuple[int, str]:
+    errors = errors_of(text)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def test_base_inventory_is_valid():
+    assert errors_of(TWO_HOSTS) == []
+
+
+def test_unknown_top_level_key_suggests_fix():
+    text = TWO_HOSTS + "polices: []\n"
+    line, message = single_error(text)
+    assert line == line_containing(text, "polices:")
+    assert "unknown key 'polices'" in message
+    assert "did you mean 'policies'" in message
+
+
+def test_unknown_host_key_suggests_fix():
+    text = TWO_HOSTS.replace("    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    adress: db.corp.example\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "adress:")
+    assert "host 'DB-SRV01'" in message
+    assert "did you mean 'address'" in message
+
+
+def test_literal_password_is_rejected_with_fix():
+    text = "connection:\n  username: CORP\\svc\n  password: hunter2\n" + TWO_HOSTS
+    line, message = single_error(text)
+    assert line == 3
+    assert "password_env" in message
+    assert "prompted" in message
+    assert "hunter2" not in message
+
+
+def test_basic_auth_over_http_is_rejected():
+    text = "connection:\n  transport: http\n  auth: basic\n" + TWO_HOSTS
+    line, message = single_error(text)
+    assert line == 3
+    assert "Basic" in message and "https" in message
+
+
+def test_malformed_ip_address():
+    text = TWO_HOSTS.replace("ip: [10.0.1.20]", "ip: [10.0.1.300]")
+    line, message = single_error(text)
+    assert line == line_containing(text, "10.0.1.300")
+    assert "invalid IP address '10.0.1.300'" in message
+
+
+def test_cidr_with_host_bits_suggests_network():
+    text = TWO_HOSTS.replace("endpoint2: [DB-SRV01]", "endpoint2: [10.0.1.20/24]")
+    line, message = single_error(text)
+    assert line == line_containing(text, "10.0.1.20/24")
+    assert "host bits set" in message
+    assert "10.0.1.0/24" in message
+
+
+def test_port_out_of_range():
+    text = TWO_HOSTS.replace("    security: require\n", "    protocol: TCP\n    endpoint2_ports: [70000]\n    security: require\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "endpoint2_ports")
+    assert "invalid port 70000" in message
+
+
+def test_ports_need_tcp_or_udp():
+    text = TWO_HOSTS.replace("    security: require\n", "    protocol: ICMPv4\n    endpoint2_ports: [1433]\n    security: require\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "endpoint2_ports")
+    assert "TCP or UDP" in message
+
+
+def test_unknown_protocol_suggests_fix():
+    text = TWO_HOSTS.replace("    security: require\n", "    protocol: TPC\n    security: require\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "protocol: TPC")
+    assert "did you mean 'TCP'" in message
+
+
+def test_unknown_host_in_endpoint_suggests_fix():
+    text = TWO_HOSTS.replace("endpoint2: [DB-SRV01]", "endpoint2: [DB-SRV1]")
+    line, message = single_error(text)
+    assert line == line_containing(text, "DB-SRV1]")
+    assert "unknown host, group or network 'DB-SRV1'" in message
+    assert "did you mean 'DB-SRV01'" in message
+
+
+def test_unknown_group_member():
+    text = TWO_HOSTS + "groups:\n  web: [APP-SRV01, WEB-SRV09]\n"
+    line, message = single_error(text)
+    assert line == line_containing(text, "WEB-SRV09")
+    assert "unknown host or group 'WEB-SRV09' in group 'web'" in message
+
+
+def test_group_cycle_is_reported():
+    text = TWO_HOSTS + "groups:\n  a: [b]\n  b: [a]\n"
+    messages = [message for _, message in errors_of(text)]
+    assert any("contains itself" in m for m in messages)
+
+
+def test_unknown_auth_and_crypto_profiles():
+    text = TWO_HOSTS.replace("auth: kerberos\n    crypto: strong", "auth: kerberoz\n    crypto: strongest")
+    errors = errors_of(text)
+    assert (line_containing(text, "auth: kerberoz"), "unknown auth profile 'kerberoz' in policy 'app-db' (did you mean 'kerberos'?); define it under auth") in errors
+    assert any(line == line_containing(text, "crypto: strongest") and "unknown crypto profile 'strongest'" in m for line, m in errors)
+
+
+def test_duplicate_policy_names():
+    policy = TWO_HOSTS[TWO_HOSTS.index("  - name: app-db") :]
+    text = TWO_HOSTS + policy
+    line, message = single_error(text)
+    assert line == line_containing(text, "- name: app-db", occurrence=2)
+    assert "duplicate policy or exemption name 'app-db'" in message
+
+
+def test_duplicate_yaml_key():
+    text = TWO_HOSTS.replace("  DB-SRV01:\n", "  APP-SRV01:\n")
+    errors = errors_of(text)
+    assert errors == [(line_containing(text, "APP-SRV01:", occurrence=2), "duplicate key 'APP-SRV01' (first defined on line 5)")]
+
+
+def test_duplicate_host_ip():
+    text = TWO_HOSTS.replace("ip: [10.0.1.20]", "ip: [10.0.1.10]")
+    errors = errors_of(text)
+    assert any("already used by host 'APP-SRV01'" in m for _, m in errors)
+
+
+def test_host_and_network_name_clash():
+    text = TWO_HOSTS.replace("  domain-controllers: [10.0.0.10, 10.0.0.11]", "  domain-controllers: [10.0.0.10, 10.0.0.11]\n  DB-SRV01: [10.9.0.0/16]")
+    errors = errors_of(text)
+    assert any(line == line_containing(text, "DB-SRV01: [10.9") and "both a host and a network" in m for line, m in errors)
+
+
+def test_invalid_yaml_reports_line():
+    text = TWO_HOSTS.replace("    ip: [10.0.1.20]", "    ip: [10.0.1.20")
+    errors = errors_of(text)
+    assert len(errors) == 1
+    assert errors[0][1].startswith("invalid YAML")
+    assert errors[0][0] >= line_containing(text, "ip: [10.0.1.20")
+
+
+def test_invalid_enum_value_suggests_fix():
+    text = TWO_HOSTS.replace("encryption: AES256, hash", "encryption: AES-256, hash")
+    line, message = single_error(text)
+    assert line == line_containing(text, "AES-256")
+    assert "invalid encryption 'AES-256'" in message
+    assert "did you mean 'AES256'" in message
+
+
+def test_weak_algorithm_rejected_without_opt_in():
+    text = TWO_HOSTS.replace("integrity: SHA256", "integrity: SHA1")
+    line, message = single_error(text)
+    assert line == line_containing(text, "SHA1")
+    assert "weak algorithm SHA1" in message
+    assert "allow_weak_crypto: true" in message
+
+
+def test_weak_algorithm_allowed_with_warning():
+    text = "allow_weak_crypto: true\n" + TWO_HOSTS.replace("key_exchange: DH14", "key_exchange: DH2")
+    problems = problems_of(text)
+    assert [p for p in problems if p[1] == "error"] == []
+    assert any(severity == "warning" and "weak algorithm DH2" in message for _, severity, message in problems)
+
+
+PSK_PROFILE = "  lab-psk:\n    phase1: [{method: pre_shared_key, key_env: LAB_PSK}]\n"
+
+
+def test_pre_shared_key_rejected_without_opt_in():
+    text = TWO_HOSTS.replace("auth:\n", "auth:\n" + PSK_PROFILE).replace("auth: kerberos\n    crypto", "auth: lab-psk\n    crypto")
+    line, message = single_error(text)
+    assert line == line_containing(text, "pre_shared_key")
+    assert "test labs only" in message
+    assert "allow_pre_shared_keys: true" in message
+
+
+def test_pre_shared_key_with_opt_in_warns_in_plan():
+    text = "allow_pre_shared_keys: true\n" + TWO_HOSTS.replace("auth:\n", "auth:\n" + PSK_PROFILE).replace(
+        "auth: kerberos\n    crypto", "auth: lab-psk\n    crypto"
+    )
+    problems = problems_of(text)
+    assert [p for p in problems if p[1] == "error"] == []
+    warnings = [(line, message) for line, severity, message in problems if severity == "warning"]
+    assert any(line == line_containing(text, "lab-psk:") and "pre-shared key" in m and "test labs only" in m for line, m in warnings)
+
+
+def test_certificate_needs_authority():
+    text = TWO_HOSTS.replace("phase1: [{method: kerberos}]", "phase1: [{method: certificate}]")
+    errors = errors_of(text)
+    assert any(line == line_containing(text, "method: certificate") and "needs 'authority'" in m for line, m in errors)
+
+
+def test_every_problem_reported_at_once():
+    text = TWO_HOSTS.replace("ip: [10.0.1.20]", "ip: [10.0.1.300]").replace("integrity: SHA256", "integrity: MD5") + "polices: []\n"
+    with pytest.raises(InventoryError) as raised:
+        parse_inventory(text, "inv.yaml")
+    messages = " | ".join(p.message for p in raised.value.problems)
+    assert "10.0.1.300" in messages
+    assert "weak algorithm MD5" in messages
+    assert "unknown key 'polices'" in messages
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(InventoryError) as raised:
+        load_inventory(tmp_path / "absent.yaml")
+    assert raised.value.problems[0].message == "inventory file not found"
+
+
+def test_host_connection_overrides_defaults():
+    text = "connection:\n  transport: https\n  username: CORP\\svc\n" + TWO_HOSTS.replace(
+        "    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    connection:\n      transport: http\n      port: 15985\n"
+    )
+    inventory = parse_inventory(text, "inv.yaml")
+    db = inventory.hosts["DB-SRV01"].connection
+    app = inventory.hosts["APP-SRV01"].connection
+    assert (db.transport, db.effective_port, db.username) == ("http", 15985, "CORP\\svc")
+    assert (app.transport, app.effective_port, app.cert_validation) == ("https", 5986, True)

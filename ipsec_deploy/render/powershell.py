@@ -18,6 +18,12 @@ _SINGLE_QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
 
 _INDENT = "    "
 
+# Windows PowerShell 5.1 reads a script file without a byte order mark in the
+# ANSI code page. In Windows-1252 the UTF-8 bytes of a character such as
+# U+0451 (D1 91) decode to U+00D1 U+2018, and U+2018 is a single quote that
+# would end a quoted value, so script files are written as UTF-8 with a BOM.
+SCRIPT_FILE_ENCODING = "utf-8-sig"
+
 
 def quote(value: str) -> str:
     """Return a single-quoted PowerShell string literal for any text."""

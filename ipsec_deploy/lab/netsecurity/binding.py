@@ -20,6 +20,7 @@ from ipsec_deploy.lab.netsecurity import errors
 from ipsec_deploy.lab.netsecurity.spec import (
     COMMON_PARAMETERS,
     DOTNET_TYPE_NAMES,
+    NOUN_CIM_CLASSES,
     CmdletSpec,
     EnumSpec,
     ParameterSpec,
@@ -198,7 +199,7 @@ class Binder:
             if not parameter.pipeline_by_value or parameter.name in values:
                 continue
             usable = {s for s in sets if parameter.in_set(s)}
-            if usable and self._accepts_by_value(parameter, item):
+            if usable and self._accepts_by_value(parameter, item, self._expected_cim_class(parameter)):
                 values[parameter.name] = self.convert(parameter, item)
                 return usable
 
@@ -224,10 +225,20 @@ class Binder:
 
         raise errors.CmdletError(errors.input_not_bound(self.cmdlet.name))
 
+    def _expected_cim_class(self, parameter: ParameterSpec) -> str | None:
+        if parameter.name.startswith("Associated"):
+            return NOUN_CIM_CLASSES.get(parameter.name.removeprefix("Associated"))
+        noun = self.cmdlet.name.split("-", 1)[-1]
+        return NOUN_CIM_CLASSES.get(noun)
+
     @staticmethod
-    def _accepts_by_value(parameter: ParameterSpec, item: Any) -> bool:
+    def _accepts_by_value(parameter: ParameterSpec, item: Any, cim_class: str | None) -> bool:
         if parameter.element_type == "CimInstance":
-            return is_cim_instance(item)
+            if not is_cim_instance(item):
+                return False
+            return cim_class is None or any(
+                t.endswith("/" + cim_class) or t.endswith("#" + cim_class) for t in item.type_names
+            )
         if parameter.element_type == "String":
             return isinstance(item, str)
         return True

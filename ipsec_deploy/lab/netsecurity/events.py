@@ -1,8 +1,8 @@
 """Security log events for IPsec negotiations (IDs 4650-4655 and 5451-5453).
 
-NOTE: the message layout follows the Windows audit events as far as known;
-field lists are shortened and the failure reasons are Windows' wording where
-known, otherwise the lab's approximation (see the negotiation module).
+NOTE: the message layout follows the Windows audit events as far as known,
+with shortened field lists. The failure reasons are Windows' wording where
+known and otherwise the lab's approximation (see the negotiation module).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ WRITE_VERBS = ("new", "set", "remove", "enable", "disable", "rename", "copy")
 IN_MEMORY_CMDLETS = frozenset({
     "new-netipsecauthproposal", "new-netipsecmainmodecryptoproposal", "new-netipsecquickmodecryptoproposal",
 })
-# Cmdlets every Windows host has that the lab does not emulate; anything else
-# unknown is answered as PowerShell answers an unknown command.
+# Cmdlets every Windows host has that the lab does not emulate. Any other
+# unknown name gets PowerShell's CommandNotFoundException record.
 WINDOWS_CORE_COMMANDS = frozenset(name.lower() for name in (
     "Select-Object", "Where-Object", "ForEach-Object", "Sort-Object", "Measure-Object", "Group-Object",
     "Out-String", "Out-Null", "Out-Default", "Write-Output", "Write-Host", "ConvertTo-Json", "ConvertFrom-Json",
@@ -148,9 +148,8 @@ def run_pipeline(host: LabHost, request: PipelineRequest, scripts: ScriptRegistr
     """Run each command on the previous command's output, as PowerShell would without streaming.
 
     NOTE: commands run one after another, each over all of the previous
-    command's output, rather than object by object; a terminating error
-    therefore drops the output of earlier commands that PowerShell would
-    already have passed downstream.
+    command's output, rather than object by object. So a terminating error
+    drops output that PowerShell would already have passed downstream.
     """
     scripts = scripts if scripts is not None else DEFAULT_SCRIPTS
     result = PipelineResult()

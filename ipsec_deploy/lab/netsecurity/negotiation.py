@@ -1,9 +1,9 @@
 """IKE/AuthIP negotiation between lab hosts, decided from both hosts' policy; no packet is sent.
 
 When traffic is triggered from one lab host to another, each side's
-connection security rule is looked up as Windows would (enabled rules of
-the ActiveStore, matching addresses, protocol and ports, exemptions first,
-then the most specific rule), and the outcome follows:
+connection security rule is looked up as Windows would. That is the enabled
+rules of the ActiveStore that match addresses, protocol and ports, with
+exemptions first and then the most specific rule. The outcome follows:
 
 * no active rule on the initiator: clear traffic, which a responder that
   requires inbound security drops;
@@ -50,10 +50,10 @@ from ipsec_deploy.lab.netsecurity.store import (
     StoredObject,
 )
 
-# NOTE: built-in defaults used when no default set exists in the store; they
-# approximate Windows' defaults (Kerberos computer authentication; main mode
-# AES-128/SHA-1/DH2 then 3DES/SHA-1/DH2; quick mode ESP SHA-1 with AES-128,
-# then with 3DES; no PFS) and were not read from a Server 2019 host.
+# NOTE: built-in defaults, used when the store has no default set. They
+# approximate Windows' defaults and were not read from a Server 2019 host:
+# Kerberos computer authentication, main mode AES-128/SHA-1/DH2 then
+# 3DES/SHA-1/DH2, quick mode ESP SHA-1 with AES-128 then with 3DES, no PFS.
 BUILTIN_PHASE1_PROPOSALS = [{"AuthenticationMethod": "MachineKerberos"}]
 BUILTIN_MAIN_MODE_PROPOSALS = [
     {"Encryption": "AES128", "Hash": "SHA1", "KeyExchange": "DH2"},
@@ -113,7 +113,7 @@ class Traffic:
 
 @dataclass
 class NegotiationOutcome:
-    """What happened to the traffic: delivered or not, protected by IPsec or not, and why."""
+    """Result of one traffic attempt: delivered or not, protected by IPsec or not, and the reason."""
 
     delivered: bool
     protected: bool

@@ -54,6 +54,25 @@ ENUM_VALUES: dict[str, dict[str, int]] = {
 }
 FLAGS_ENUMS = frozenset({"Profile", "KeyModule", "TrafficExemption", "IPsecEncapsulation"})
 
+# CIM class of each noun's objects. CDXML cmdlets declare their -InputObject
+# and -Associated<Noun> parameters with these class names (PSTypeName), so
+# pipeline input binds only to the parameter of its own class.
+NOUN_CIM_CLASSES = {
+    "NetIPsecRule": "MSFT_NetConSecRule",
+    "NetIPsecMainModeRule": "MSFT_NetMainModeRule",
+    "NetIPsecPhase1AuthSet": "MSFT_NetIKEP1AuthSet",
+    "NetIPsecPhase2AuthSet": "MSFT_NetIKEP2AuthSet",
+    "NetIPsecMainModeCryptoSet": "MSFT_NetIKEMMCryptoSet",
+    "NetIPsecQuickModeCryptoSet": "MSFT_NetIKEQMCryptoSet",
+    "NetIPsecMainModeSA": "MSFT_NetMainModeSA",
+    "NetIPsecQuickModeSA": "MSFT_NetQuickModeSA",
+    "NetFirewallAddressFilter": "MSFT_NetAddressFilter",
+    "NetFirewallInterfaceFilter": "MSFT_NetInterfaceFilter",
+    "NetFirewallInterfaceTypeFilter": "MSFT_NetInterfaceTypeFilter",
+    "NetFirewallPortFilter": "MSFT_NetProtocolPortFilter",
+    "NetFirewallProfile": "MSFT_NetFirewallProfile",
+}
+
 ENUM_TYPE_PREFIX = "Microsoft.PowerShell.Cmdletization.GeneratedTypes.NetSecurity."
 
 # .NET type names used in binding error messages.

@@ -165,13 +165,14 @@ class MainModeRule(_ManagedObject):
     remote_address: tuple[str, ...] = ()
     main_mode_crypto_set: str = ""
     phase1_auth_set: str = ""
+    enabled: bool = True
 
     kind: ClassVar[str] = "main_mode_rule"
     noun: ClassVar[str] = "NetIPsecMainModeRule"
 
     def specific_parameters(self):
         return (
-            ("Enabled", "True"),
+            ("Enabled", "True" if self.enabled else "False"),
             ("Profile", "Any"),
             ("LocalAddress", self.local_address or (ANY_ADDRESS,)),
             ("RemoteAddress", self.remote_address or (ANY_ADDRESS,)),
@@ -184,7 +185,10 @@ class MainModeRule(_ManagedObject):
 class IPsecRule(_ManagedObject):
     """A connection security rule in transport mode; both securities None makes an exemption."""
 
-    policy: str = ""
+    # The policy a rule comes from; Windows does not store it, so rules read
+    # back from a host compare equal without it.
+    policy: str = field(default="", compare=False)
+    enabled: bool = True
     inbound_security: Literal["None", "Request", "Require"] = "Require"
     outbound_security: Literal["None", "Request", "Require"] = "Require"
     local_address: tuple[str, ...] = ()
@@ -208,7 +212,7 @@ class IPsecRule(_ManagedObject):
 
     def specific_parameters(self):
         parameters: list[tuple[str, ParameterValue]] = [
-            ("Enabled", "True"),
+            ("Enabled", "True" if self.enabled else "False"),
             ("Profile", "Any"),
             ("Mode", "Transport"),
             ("InboundSecurity", self.inbound_security),

@@ -1,0 +1,1 @@
+"""Transports that carry the executor's scripts to hosts: today PowerShell Remoting."""

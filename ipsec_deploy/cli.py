@@ -7,18 +7,26 @@ usage error. No user error ends in a traceback.
 from __future__ import annotations
 
 import fnmatch
+import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.prompt import Confirm
 
+from .executor.journal import DEFAULT_JOURNAL_DIR, JournalError, RunJournal, list_runs, load_snapshots
+from .executor.run import Executor, overall_result
 from .inventory import Inventory, InventoryError, load_inventory
 from .planner import Plan, build_plan
-from .render.json_plan import render_json
+from .render.changes import ProgressEvents, print_change_set, print_results, print_runs
+from .render.json_plan import plan_to_json, render_json
 from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
+from .transport.credentials import CredentialSource, FixedCredentials
+from .transport.psrp import psrp_connector
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -169,6 +177,176 @@ def write_scripts(the_plan: Plan, out: Path | None) -> None:
     except OSError as error:
         stderr.print(f"[red]error: cannot write scripts to {out}: {error.strerror}[/red]")
         raise typer.Exit(EXIT_FAILED) from None
+
+
+JOURNAL_OPTION = typer.Option(
+    Path(DEFAULT_JOURNAL_DIR),
+    "--journal-dir",
+    help="Directory of the run journal (runs/<run-id>/ holds the plan, snapshots and operations).",
+    file_okay=False,
+)
+FORKS_OPTION = typer.Option(10, "--forks", min=1, max=200, help="How many hosts to work on in parallel.")
+YES_OPTION = typer.Option(False, "--yes", "-y", help="Apply without asking for confirmation (required without a terminal).")
+LAB_OPTION = typer.Option(
+    False,
+    "--lab",
+    help="Start the inventory's simulated lab hosts (not Windows) for this command, and use the lab password.",
+)
+LAB_STATE_OPTION = typer.Option(None, "--lab-state", help="With --lab: directory of the lab hosts' state.", file_okay=False)
+
+
+@contextmanager
+def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None):
+    """Yield (connector, description) for the hosts; with --lab, start the lab for the duration."""
+    if not use_lab:
+        yield psrp_connector(CredentialSource()), None
+        return
+
+    # The lab is imported only when asked for: production code never needs it.
+    from .lab.runner import start_lab
+
+    try:
+        lab = start_lab(inventory, state_dir=lab_state)
+    except InventoryError as error:
+        report_inventory_error(error)
+        raise typer.Exit(EXIT_FAILED) from None
+    with lab:
+        stderr.print("[dim]Using simulated lab hosts (a test double, not Windows).[/dim]")
+        yield psrp_connector(FixedCredentials(lab.password), ca_bundle=lab.ca_file), lab
+
+
+def confirm_or_exit(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        stderr.print("[red]error: refusing to change hosts without confirmation: there is no terminal to ask on; pass --yes[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    if not Confirm.ask(question, console=stderr, default=False):
+        stderr.print("Cancelled; nothing was changed.")
+        raise typer.Exit(EXIT_OK)
+
+
+def run_change(
+    executor: Executor,
+    targets: list,
+    journal_dir: Path,
+    kind: str,
+    inventory_path: str,
+    dry_run: bool,
+    yes: bool,
+    plan_document: dict | None = None,
+    reverts: str | None = None,
+) -> None:
+    """Read, show, confirm, journal and apply; exits with the command's status."""
+    names = [host.name for host, _ in targets]
+    with ProgressEvents(stderr, names) as events:
+        executor.events = events
+        change_set = executor.prepare(targets)
+    try:
+        print_change_set(change_set, stdout)
+        unreachable = bool(change_set.unreachable)
+
+        if dry_run:
+            stdout.print("Dry run: nothing was changed.")
+            raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
+        if not change_set.has_changes:
+            stdout.print("No changes: every reachable host already holds its planned objects.")
+            raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
+
+        hosts_to_change = sum(1 for c in change_set.changes.values() if c.operations)
+        confirm_or_exit(yes, f"Apply these changes to {hosts_to_change} host(s)?")
+
+        journal = RunJournal.create(journal_dir, kind, inventory_path, executor.policy_store, executor.group, reverts)
+        if plan_document is not None:
+            journal.write_plan(plan_document)
+        with ProgressEvents(stderr, names) as events:
+            executor.events = events
+            results = executor.apply(change_set, journal)
+        result = overall_result(results)
+        journal.finish(result)
+    finally:
+        change_set.close()
+
+    print_results(results, stdout, journal.run_id)
+    stdout.print(f"Journal: {journal.directory}")
+    raise typer.Exit(EXIT_FAILED if result == "failed" else EXIT_OK)
+
+
+@app.command()
+def apply(
+    inventory: Path = INVENTORY_ARGUMENT,
+    limit: Optional[str] = LIMIT_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read the hosts and show the changes, then stop: the live dry run for a change window."),
+    yes: bool = YES_OPTION,
+    forks: int = FORKS_OPTION,
+    journal_dir: Path = JOURNAL_OPTION,
+    lab: bool = LAB_OPTION,
+    lab_state: Optional[Path] = LAB_STATE_OPTION,
+) -> None:
+    """Push the plan to the hosts over WinRM, idempotently.
+
+    Reads each host's objects of the managed group, shows what would be
+    created, changed and deleted, asks for confirmation, writes the run
+    journal, then applies host by host in parallel. A host whose change fails
+    is rolled back to where it was; the other hosts go on. Objects outside the
+    managed group are never touched.
+    """
+    the_inventory, the_plan = load_plan(inventory, limit)
+    for warning in the_plan.warnings:
+        stderr.print(f"[yellow]{warning.location}: warning: {warning.message}[/yellow]")
+    targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
+
+    with host_access(the_inventory, lab, lab_state) as (connector, _):
+        executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
+        run_change(executor, targets, journal_dir, "apply", str(inventory), dry_run, yes, plan_to_json(the_plan))
+
+
+@app.command()
+def revert(
+    inventory: Path = INVENTORY_ARGUMENT,
+    run: Optional[str] = typer.Option(None, "--run", help="Run id to revert (see 'ipsec-deploy runs'); default: the latest apply."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what the revert would change, then stop."),
+    yes: bool = YES_OPTION,
+    forks: int = FORKS_OPTION,
+    journal_dir: Path = JOURNAL_OPTION,
+    lab: bool = LAB_OPTION,
+    lab_state: Optional[Path] = LAB_STATE_OPTION,
+) -> None:
+    """Restore every host a run changed to its managed objects from before that run.
+
+    Uses the same read, diff and apply steps as 'apply', so a second revert
+    changes nothing, and the revert is journaled as a run of its own. The
+    inventory supplies the connection settings of the hosts.
+    """
+    the_inventory, _ = load_plan(inventory, None)
+    try:
+        run_id, metadata, snapshots = load_snapshots(journal_dir, run)
+    except JournalError as error:
+        stderr.print(f"[red]error: {error}[/red]")
+        raise typer.Exit(EXIT_FAILED) from None
+    if not snapshots:
+        stdout.print(f"Run {run_id} changed no host; nothing to revert.")
+        raise typer.Exit(EXIT_OK)
+
+    missing = sorted(set(snapshots) - set(the_inventory.hosts))
+    if missing:
+        stderr.print(f"[red]error: run {run_id} changed hosts that are not in {inventory}: {', '.join(missing)}; use the inventory of that run ({metadata.get('inventory')})[/red]")
+        raise typer.Exit(EXIT_FAILED)
+
+    targets = [(the_inventory.hosts[name], tuple(objects)) for name, objects in sorted(snapshots.items())]
+    with host_access(the_inventory, lab, lab_state) as (connector, _):
+        executor = Executor(connector, metadata.get("policy_store", the_inventory.settings.policy_store), metadata.get("managed_group", the_inventory.settings.managed_group), forks)
+        run_change(executor, targets, journal_dir, "revert", str(inventory), dry_run, yes, reverts=run_id)
+
+
+@app.command()
+def runs(journal_dir: Path = JOURNAL_OPTION) -> None:
+    """List the runs in the journal: run id, kind, time, hosts and result."""
+    found = list_runs(journal_dir)
+    if not found:
+        stdout.print(f"No runs in {journal_dir / 'runs'}.")
+        return
+    print_runs(found, stdout)
 
 
 def main() -> None:

@@ -54,8 +54,12 @@ class HostConnection(Protocol):
 
     host: str
 
-    def run_script(self, script: FixedScript, parameters: dict[str, Any]) -> list[Any]:
-        """Run a fixed script with typed parameters; return its output as plain values."""
+    def run_script(self, script: FixedScript, parameters: dict[str, Any], retry: bool = False) -> list[Any]:
+        """Run a fixed script with typed parameters; return its output as plain values.
+
+        ``retry`` repeats the script on a transient fault, which is only safe
+        for scripts that change nothing.
+        """
         ...
 
     def close(self) -> None: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from pypsrp.complex_objects import GenericComplexObject
@@ -19,6 +19,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ..inventory.model import Host
 from ..scripts import FixedScript
 from .base import AuthenticationFailed, RemoteCommandFailed, RemoteError, TransportError
 from .credentials import Secret
@@ -213,3 +214,38 @@ class PsrpConnection:
             log.info("%s: session closed", self.host)
         except Exception as error:  # noqa: BLE001 - a failed close must not hide the real result
             log.warning("%s: closing the session failed: %s", self.host, classify(self.host, error).reason)
+
+
+class PasswordSource(Protocol):
+    def password_for(self, host: Host) -> Secret | None: ...
+
+
+def settings_for(host: Host, passwords: PasswordSource, ca_bundle: str | None = None) -> ConnectionSettings:
+    """Build a host's session settings from its inventory entry; ``ca_bundle`` overrides the inventory's."""
+    connection = host.connection
+    validation: bool | str = connection.cert_validation
+    bundle = ca_bundle or connection.ca_bundle
+    if bundle and connection.cert_validation:
+        validation = bundle
+    return ConnectionSettings(
+        host=host.name,
+        address=host.address,
+        port=connection.effective_port,
+        transport=connection.transport,
+        auth=connection.auth,
+        username=connection.username,
+        password=passwords.password_for(host),
+        cert_validation=validation,
+        client_certificate=connection.client_certificate,
+        client_key=connection.client_key,
+        operation_timeout=connection.operation_timeout_seconds,
+    )
+
+
+def psrp_connector(passwords: PasswordSource, ca_bundle: str | None = None, retry: RetryPolicy | None = None):
+    """Return a function that opens a PsrpConnection to a host."""
+
+    def connect(host: Host) -> PsrpConnection:
+        return PsrpConnection(settings_for(host, passwords, ca_bundle), retry).open()
+
+    return connect

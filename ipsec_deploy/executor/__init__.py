@@ -1,0 +1,1 @@
+"""The executor: read hosts, compute changes, apply them, and journal every run."""

@@ -1,0 +1,236 @@
+"""Apply desired objects to hosts: read, diff, confirm, journal, apply in parallel.
+
+``apply`` and ``revert`` share this machinery; they differ only in where the
+desired objects come from (the plan, or a run's snapshots).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from ..inventory.model import Host
+from ..objects import IPsecRule, PlannedObject
+from ..planner.traffic import addresses_overlap, ports_overlap, protocols_overlap
+from ..scripts import apply_changes_script, read_state_script
+from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
+from ..transport.credentials import CredentialError
+from .diff import Operation, diff_host
+from .journal import RunJournal
+from .payload import PayloadError, operations_payload
+from .state import HostState, StateError, parse_host_state
+
+log = logging.getLogger("ipsec_deploy.executor")
+
+Connector = Callable[[Host], HostConnection]
+
+
+class ExecutorEvents(Protocol):
+    """Progress callbacks; the CLI draws them, tests may ignore them."""
+
+    def host_status(self, host: str, status: str) -> None: ...
+
+
+class _SilentEvents:
+    def host_status(self, host: str, status: str) -> None:
+        pass
+
+
+@dataclass
+class HostChange:
+    """What one host needs, as read over its open session."""
+
+    host: Host
+    connection: HostConnection | None
+    desired: tuple[PlannedObject, ...]
+    state: HostState | None = None
+    operations: list[Operation] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class HostResult:
+    host: str
+    status: str  # "unchanged", "changed", "failed", "unreachable"
+    operations: int = 0
+    applied: int = 0
+    detail: str = ""
+
+
+@dataclass
+class ChangeSet:
+    """Every host's pending change, with its open session; close() always."""
+
+    changes: dict[str, HostChange]
+    policy_store: str
+    group: str
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.operations for c in self.changes.values())
+
+    @property
+    def unreachable(self) -> list[HostChange]:
+        return [c for c in self.changes.values() if not c.reachable]
+
+    def close(self) -> None:
+        for change in self.changes.values():
+            if change.connection is not None:
+                change.connection.close()
+                change.connection = None
+
+
+def overlap_warnings(state: HostState, desired: tuple[PlannedObject, ...]) -> list[str]:
+    """Describe foreign rules that match the same traffic as a planned rule; they are never touched."""
+    warnings = []
+    planned = [obj for obj in desired if isinstance(obj, IPsecRule)]
+    for foreign in state.foreign_rules:
+        if not foreign.enabled:
+            continue
+        for rule in planned:
+            if (
+                addresses_overlap(foreign.local_address, rule.local_address)
+                and addresses_overlap(foreign.remote_address, rule.remote_address)
+                and protocols_overlap(foreign.protocol, rule.protocol)
+                and ports_overlap(foreign.local_port, rule.local_port)
+                and ports_overlap(foreign.remote_port, rule.remote_port)
+            ):
+                warnings.append(
+                    f"unmanaged rule '{foreign.display_name or foreign.name}' (group '{foreign.group or '-'}', "
+                    f"{foreign.inbound_security}/{foreign.outbound_security}) overlaps planned rule '{rule.name}'; "
+                    "ipsec-deploy leaves it untouched, and Windows applies the more specific rule"
+                )
+                break
+    return warnings
+
+
+class Executor:
+    def __init__(self, connector: Connector, policy_store: str, group: str, forks: int = 10, events: ExecutorEvents | None = None) -> None:
+        self.connector = connector
+        self.policy_store = policy_store
+        self.group = group
+        self.forks = max(1, forks)
+        self.events = events or _SilentEvents()
+
+    def _parallel(self, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.forks, len(items))) as pool:
+            return list(pool.map(work, items))
+
+    def prepare(self, targets: list[tuple[Host, tuple[PlannedObject, ...]]]) -> ChangeSet:
+        """Connect to every host, read its objects and compute its operations, in parallel."""
+
+        def read(target: tuple[Host, tuple[PlannedObject, ...]]) -> HostChange:
+            host, desired = target
+            change = HostChange(host, None, desired)
+            try:
+                self.events.host_status(host.name, "connecting")
+                change.connection = self.connector(host)
+                self.events.host_status(host.name, "reading")
+                records = change.connection.run_script(read_state_script(), {"Group": self.group, "PolicyStore": self.policy_store}, retry=True)
+                change.state = parse_host_state(records)
+                change.operations = diff_host(change.state.managed, desired, self.policy_store)
+                change.warnings = overlap_warnings(change.state, desired)
+                self.events.host_status(host.name, f"{len(change.operations)} change(s)" if change.operations else "no changes")
+            except (TransportError, RemoteCommandFailed, CredentialError, StateError) as error:
+                change.error = str(error).removeprefix(f"{host.name}: ")
+                log.error("%s: %s", host.name, change.error)
+                self.events.host_status(host.name, "unreachable")
+            return change
+
+        changes = self._parallel(targets, read)
+        return ChangeSet({c.host.name: c for c in changes}, self.policy_store, self.group)
+
+    def apply(self, change_set: ChangeSet, journal: RunJournal) -> list[HostResult]:
+        """Apply every reachable host's operations; one host's failure never stops the others."""
+        for change in change_set.changes.values():
+            if change.reachable and change.state is not None and change.operations:
+                journal.write_snapshot(change.host.name, change.state.objects())
+
+        def apply_host(change: HostChange) -> HostResult:
+            result = self._apply_host(change, journal)
+            journal.record_host(result.host, result.status, result.detail, result.operations)
+            return result
+
+        return self._parallel(list(change_set.changes.values()), apply_host)
+
+    def _apply_host(self, change: HostChange, journal: RunJournal) -> HostResult:
+        name = change.host.name
+        if not change.reachable:
+            return HostResult(name, "unreachable", detail=change.error or "")
+        if not change.operations:
+            return HostResult(name, "unchanged")
+        assert change.connection is not None
+
+        self.events.host_status(name, "applying")
+        try:
+            payload = operations_payload(change.operations)
+        except PayloadError as error:
+            return HostResult(name, "failed", len(change.operations), 0, f"{error}; nothing was changed")
+
+        try:
+            results = change.connection.run_script(apply_changes_script(), {"Operations": payload})
+        except (TransportError, RemoteCommandFailed) as error:
+            # The script may have run partly before the session broke, so the
+            # host's state is unknown; the snapshot in the journal allows a revert.
+            detail = f"{str(error).removeprefix(name + ': ')}; the host may be partly changed: run 'ipsec-deploy revert --run {journal.run_id}'"
+            self.events.host_status(name, "failed")
+            return HostResult(name, "failed", len(change.operations), 0, detail)
+
+        return self._record_results(change, results, journal)
+
+    def _record_results(self, change: HostChange, results: list[Any], journal: RunJournal) -> HostResult:
+        name = change.host.name
+        applied = 0
+        for record in results:
+            if not isinstance(record, dict):
+                continue
+            index = int(record.get("Index", -1))
+            if not 0 <= index < len(change.operations):
+                continue
+            operation = change.operations[index]
+            if record.get("Status") == "Applied":
+                applied += 1
+                journal.record_operation(name, index, operation, "applied")
+                continue
+
+            message = str(record.get("Message", "")).strip()
+            undo_errors = [str(e) for e in record.get("UndoErrors") or []]
+            journal.record_operation(name, index, operation, "failed", message)
+            detail = f"{operation.call.name} '{operation.name}' failed: {message}"
+            if undo_errors:
+                detail += f"; undoing the {applied} applied operation(s) also failed: {'; '.join(undo_errors)}"
+            else:
+                detail += f"; the {applied} operation(s) applied before it were undone"
+            self.events.host_status(name, "failed, rolled back")
+            return HostResult(name, "failed", len(change.operations), 0, detail)
+
+        if applied != len(change.operations):
+            detail = f"the host confirmed {applied} of {len(change.operations)} operations"
+            self.events.host_status(name, "failed")
+            return HostResult(name, "failed", len(change.operations), applied, detail)
+        self.events.host_status(name, "changed")
+        return HostResult(name, "changed", len(change.operations), applied)
+
+
+def overall_result(results: list[HostResult]) -> str:
+    if any(r.status in ("failed", "unreachable") for r in results):
+        return "failed"
+    if any(r.status == "changed" for r in results):
+        return "changed"
+    return "unchanged"
+
+
+def default_journal_dir() -> Path:
+    from .journal import DEFAULT_JOURNAL_DIR
+
+    return Path(DEFAULT_JOURNAL_DIR)

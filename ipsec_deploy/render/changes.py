@@ -1,0 +1,104 @@
+"""Rich output for host changes: the diff before applying, progress while applying, the summary after."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from ..executor.diff import Operation
+from ..executor.journal import RunSummary
+from ..executor.run import ChangeSet, HostResult
+
+_SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
+
+
+def changed_fields(operation: Operation) -> list[str]:
+    """Describe each field an update changes as 'field: old -> new'."""
+    if operation.before is None or operation.after is None:
+        return []
+    lines = []
+    for field in fields(operation.after):
+        if field.name == "mirrors" or not field.compare:
+            continue
+        old = getattr(operation.before, field.name)
+        new = getattr(operation.after, field.name)
+        if old != new:
+            lines.append(f"{field.name}: {_show(old)} -> {_show(new)}")
+    return lines
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        if value and hasattr(value[0], "__dataclass_fields__"):
+            return "[" + "; ".join(", ".join(f"{k}={v}" for k, v in vars(item).items() if v is not None) for item in value) + "]"
+        return ", ".join(value) or "Any"
+    return str(value)
+
+
+def print_change_set(change_set: ChangeSet, console: Console) -> None:
+    for name in sorted(change_set.changes):
+        change = change_set.changes[name]
+        if not change.reachable:
+            console.print(f"[bold]{name}[/bold]: [red]not read: {change.error}[/red]")
+            continue
+        if not change.operations:
+            console.print(f"[bold]{name}[/bold]: no changes")
+        else:
+            console.print(f"[bold]{name}[/bold]: {len(change.operations)} change(s)")
+            for operation in change.operations:
+                symbol, colour = _SYMBOLS[operation.action]
+                console.print(f"  [{colour}]{symbol} {operation.action} {operation.kind} {operation.name}[/{colour}]")
+                for line in changed_fields(operation):
+                    console.print(f"      {line}", highlight=False)
+        for warning in change.warnings:
+            console.print(f"  [yellow]warning: {warning}[/yellow]")
+
+
+def print_results(results: list[HostResult], console: Console, run_id: str | None) -> None:
+    table = Table(title="Result" + (f" of run {run_id}" if run_id else ""), title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("Host")
+    table.add_column("Status")
+    table.add_column("Operations", justify="right")
+    table.add_column("Detail", overflow="fold")
+    colours = {"changed": "green", "unchanged": "default", "failed": "red", "unreachable": "red"}
+    for result in sorted(results, key=lambda r: r.host):
+        colour = colours.get(result.status, "default")
+        table.add_row(result.host, f"[{colour}]{result.status}[/{colour}]", str(result.operations), result.detail)
+    console.print(table)
+
+
+def print_runs(runs: list[RunSummary], console: Console) -> None:
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("Run")
+    table.add_column("Kind")
+    table.add_column("Started (UTC)")
+    table.add_column("Hosts", overflow="fold")
+    table.add_column("Result")
+    for run in runs:
+        hosts = ", ".join(f"{name} ({info.get('status', '?')})" for name, info in sorted(run.hosts.items())) or "-"
+        kind = run.kind + (f" of {run.reverts}" if run.reverts else "")
+        table.add_row(run.run_id, kind, run.started, hosts, run.result)
+    console.print(table)
+
+
+class ProgressEvents:
+    """Shows one line per host with its current step."""
+
+    def __init__(self, console: Console, hosts: list[str]) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description:<20}"), TextColumn("{task.fields[status]}"), console=console, transient=True)
+        self.tasks = {host: self.progress.add_task(host, status="waiting", total=None) for host in hosts}
+
+    def __enter__(self) -> "ProgressEvents":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+    def host_status(self, host: str, status: str) -> None:
+        if host in self.tasks:
+            self.progress.update(self.tasks[host], status=status)

@@ -14,7 +14,11 @@ from typing import Union
 
 @dataclass(frozen=True)
 class SecretFromEnvironment:
-    """A secret (a pre-shared key) read from an environment variable on the controller."""
+    """A secret (a pre-shared key) taken from an environment variable.
+
+    The executor reads the variable on the admin workstation; a rendered
+    script reads ``$env:NAME`` on the machine that runs it.
+    """
 
     variable: str
 

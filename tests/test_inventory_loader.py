@@ -234,3 +234,49 @@ def test_host_connection_overrides_defaults():
     app = inventory.hosts["APP-SRV01"].connection
     assert (db.transport, db.effective_port, db.username) == ("http", 15985, "CORP\\svc")
     assert (app.transport, app.effective_port, app.cert_validation) == ("https", 5986, True)
+
+
+def test_unsupported_security_combination():
+    text = TWO_HOSTS.replace("    security: require\n", "    inbound_security: Request\n    outbound_security: Require\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "- name: app-db")
+    assert "inbound Request with outbound Require is not a combination Windows supports" in message
+
+
+def test_empty_proposal_lists_rejected():
+    text = TWO_HOSTS.replace("phase1: [{method: kerberos}]", "phase1: []")
+    errors = errors_of(text)
+    assert any(line == line_containing(text, "phase1: []") and "is empty" in m for line, m in errors)
+
+
+def test_inherited_certificate_auth_over_http():
+    text = "connection:\n  auth: certificate\n  client_certificate: c.pem\n  client_key: k.pem\n" + TWO_HOSTS.replace(
+        "    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    connection:\n      transport: http\n"
+    )
+    line, message = single_error(text)
+    assert line == line_containing(text, "transport: http")
+    assert "works only over https" in message
+
+
+def test_empty_hosts_section():
+    text = TWO_HOSTS.replace("hosts:\n  APP-SRV01:", "hosts: {}\nold_hosts:\n  APP-SRV01:")
+    messages = [m for _, m in errors_of(text)]
+    assert "the 'hosts' section is empty; add at least one host" in messages
+
+
+def test_invalid_policy_store():
+    text = "policy_store: MyStore\n" + TWO_HOSTS
+    line, message = single_error(text)
+    assert line == 1
+    assert "invalid policy_store 'MyStore'" in message
+
+
+def test_gpo_policy_store_accepted():
+    assert errors_of("policy_store: corp.example\\IPsec servers\n" + TWO_HOSTS) == []
+
+
+def test_exemption_override_rejected():
+    text = TWO_HOSTS.replace("    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    policy_overrides:\n      domain-controllers: {security: request}\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "domain-controllers: {security")
+    assert "overrides exemption 'domain-controllers'" in message

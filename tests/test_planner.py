@@ -253,10 +253,30 @@ def test_override_without_common_crypto_rejected():
     assert any("share no quick mode proposal" in m for _, m in errors)
 
 
-def test_override_require_against_exempt_rejected():
+def test_override_require_against_none_rejected():
+    # Request inbound, None outbound is a valid rule, but the peer requires
+    # IPsec inbound, so DB-SRV01's clear traffic to APP-SRV01 is dropped.
+    text = TWO_HOSTS.replace("    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    policy_overrides:\n      app-db: {inbound_security: Request, outbound_security: None}\n")
+    errors = errors_of(text)
+    assert any("would be dropped" in m and "from DB-SRV01 to APP-SRV01" in m for _, m in errors)
+
+
+def test_override_with_invalid_combination_rejected():
     text = TWO_HOSTS.replace("    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    policy_overrides:\n      app-db: {inbound_security: None}\n")
     errors = errors_of(text)
-    assert any("would be dropped" in m and "from APP-SRV01 to DB-SRV01" in m for _, m in errors)
+    assert any("inbound None with outbound Require is not a combination Windows supports" in m for _, m in errors)
+
+
+def test_override_to_exemption_rejected():
+    text = TWO_HOSTS.replace("    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    policy_overrides:\n      app-db: {inbound_security: None, outbound_security: None}\n")
+    errors = errors_of(text)
+    assert any("turns policy 'app-db' into an exemption" in m for _, m in errors)
+
+
+def test_empty_group_endpoint_rejected():
+    text = TWO_HOSTS.replace("endpoint1: [APP-SRV01]", "endpoint1: [web]") + "groups:\n  web: []\n"
+    errors = errors_of(text)
+    assert any("endpoint1 of policy 'app-db' resolves to no address" in m and "'any'" in m for _, m in errors)
 
 
 def test_override_request_is_compatible():

@@ -51,6 +51,10 @@ WEAK_ALGORITHMS = frozenset({"DES", "DES3", "MD5", "SHA1", "DH1", "DH2"})
 GCM_INTEGRITY = {"AESGCM128": "AESGMAC128", "AESGCM192": "AESGMAC192", "AESGCM256": "AESGMAC256"}
 
 SECURITY_POLICIES = ("None", "Request", "Require")
+
+# (inbound, outbound) pairs the New-NetIPsecRule help lists as valid; None/None
+# is an exemption.
+VALID_SECURITY_PAIRS = frozenset({("None", "None"), ("Request", "None"), ("Request", "Request"), ("Require", "Request"), ("Require", "Require")})
 KEY_MODULES = ("Default", "IKEv1", "AuthIP", "IKEv2")
 PROTOCOL_NAMES = ("Any", "TCP", "UDP", "ICMPv4", "ICMPv6")
 CONNECTION_AUTHS = ("negotiate", "kerberos", "ntlm", "credssp", "certificate", "basic")
@@ -175,6 +179,10 @@ class _InventoryReader:
     def __init__(self, file_name: str, problems: ProblemCollector) -> None:
         self.file = file_name
         self.problems = problems
+
+        # Hosts whose addresses were already reported, so that endpoints
+        # using them do not repeat the problem as "resolves to no address".
+        self.hosts_with_address_errors: set[str] = set()
 
     # -- helpers -------------------------------------------------------
 
@@ -310,10 +318,12 @@ class _InventoryReader:
         exemptions = self.read_policies(document, "exemptions", resolver, auth_profiles, crypto_profiles)
         policies = self.read_policies(document, "policies", resolver, auth_profiles, crypto_profiles)
         self.check_policy_names(exemptions + policies)
-        self.check_overrides(hosts, policies, auth_profiles, crypto_profiles)
+        self.check_overrides(hosts, policies, exemptions, auth_profiles, crypto_profiles)
 
         if not hosts and "hosts" not in document:
             self.error(document.line, "the inventory has no 'hosts' section; add at least one host")
+        elif "hosts" in document and isinstance(document["hosts"], SourceMap) and not document["hosts"]:
+            self.error(document.line_of("hosts"), "the 'hosts' section is empty; add at least one host")
 
         return Inventory(
             path=self.file,
@@ -333,8 +343,15 @@ class _InventoryReader:
     def read_settings(self, document: SourceMap) -> Settings:
         group = self.string(document, "managed_group", "the inventory", DEFAULT_MANAGED_GROUP)
         if group is not None and not NAME_PATTERN.match(group):
-            self.error(document.line_of("managed_group"), f"invalid managed_group {group!r}: use letters, digits, '.', '_' or '-'")
+            self.error(document.line_of("managed_group"), f"invalid managed_group {group!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         store = self.string(document, "policy_store", "the inventory", DEFAULT_POLICY_STORE)
+        if store is not None and not (store in ("PersistentStore", "localhost") or "\\" in store.strip("\\")):
+            self.error(
+                document.line_of("policy_store"),
+                f"invalid policy_store {store!r}: use PersistentStore (the host's local policy) or a GPO "
+                "as DOMAIN\\GPO-name",
+            )
+            store = None
         return Settings(
             managed_group=group or DEFAULT_MANAGED_GROUP,
             policy_store=store or DEFAULT_POLICY_STORE,
@@ -386,11 +403,13 @@ class _InventoryReader:
                 "unencrypted: use transport https, or auth negotiate (NTLM/Kerberos with "
                 "message encryption) over http",
             )
+        # Checked on the merged settings, so a host that inherits auth
+        # certificate and only changes its transport is caught too.
+        auth_line = section.line_of("auth") if "auth" in section else section.line_of("transport") if "transport" in section else section.line
         if result.auth == "certificate" and result.transport == "https" and not (result.client_certificate and result.client_key):
-            if "auth" in section:
-                self.error(section.line_of("auth"), f"certificate authentication in {where} needs client_certificate and client_key (PEM file paths)")
-        if result.auth == "certificate" and result.transport == "http" and "auth" in section:
-            self.error(section.line_of("auth"), f"certificate authentication in {where} works only over https")
+            self.error(auth_line, f"certificate authentication in {where} needs client_certificate and client_key (PEM file paths)")
+        if result.auth == "certificate" and result.transport == "http":
+            self.error(auth_line, f"certificate authentication in {where} works only over https")
         return result
 
     def read_forests(self, document: SourceMap) -> dict[str, Forest]:
@@ -498,12 +517,15 @@ class _InventoryReader:
             ips = []
             if "ip" not in body_map:
                 self.error(line, f"{where} is missing the required key 'ip' (its data-plane addresses)")
+                self.hosts_with_address_errors.add(name)
             else:
                 items = self.sequence(body_map["ip"], body_map.line_of("ip"), f"ip of {where}")
                 for index, item in enumerate(items or []):
                     parsed = self.ip_address(item, items.line_of(index), where)
                     if parsed is not None:
                         ips.append(parsed)
+                    else:
+                        self.hosts_with_address_errors.add(name)
             domain = self.string(body_map, "domain", where, None)
             forest = self.string(body_map, "forest", where, None) or domain
             if forest is not None and forest not in forests:
@@ -568,6 +590,15 @@ class _InventoryReader:
         if "outbound_security" in body:
             outbound = self.choice(body, "outbound_security", SECURITY_POLICIES, where)
         return inbound, outbound
+
+    def check_security_pair(self, inbound: str | None, outbound: str | None, line: int, where: str) -> None:
+        if inbound is None or outbound is None or (inbound, outbound) in VALID_SECURITY_PAIRS:
+            return
+        self.error(
+            line,
+            f"{where}: inbound {inbound} with outbound {outbound} is not a combination Windows supports; "
+            "use Require/Require, Require/Request, Request/Request or Request/None (inbound/outbound)",
+        )
 
     def read_groups(self, document: SourceMap, hosts: dict[str, Host]) -> dict[str, Group]:
         groups: dict[str, Group] = {}
@@ -637,6 +668,8 @@ class _InventoryReader:
 
     def read_auth_methods(self, body: SourceMap, key: str, where: str, settings: Settings) -> tuple[AuthMethod, ...]:
         items = self.sequence(body[key], body.line_of(key), f"{key} of {where}")
+        if items is not None and not items:
+            self.error(body.line_of(key), f"{key} of {where} is empty: list at least one authentication method")
         methods = []
         for index, item in enumerate(items or []):
             line = items.line_of(index)
@@ -710,6 +743,8 @@ class _InventoryReader:
             self.error(body.line, f"{where} is missing the required key 'main_mode'")
             return ()
         items = self.sequence(body["main_mode"], body.line_of("main_mode"), f"main_mode of {where}")
+        if items is not None and not items:
+            self.error(body.line_of("main_mode"), f"main_mode of {where} is empty: list at least one proposal")
         proposals = []
         for index, item in enumerate(items or []):
             item_where = f"main mode proposal {index + 1} of {where}"
@@ -734,6 +769,8 @@ class _InventoryReader:
             self.error(body.line, f"{where} is missing the required key 'quick_mode'")
             return ()
         items = self.sequence(body["quick_mode"], body.line_of("quick_mode"), f"quick_mode of {where}")
+        if items is not None and not items:
+            self.error(body.line_of("quick_mode"), f"quick_mode of {where} is empty: list at least one proposal")
         proposals = []
         for index, item in enumerate(items or []):
             item_where = f"quick mode proposal {index + 1} of {where}"
@@ -797,6 +834,8 @@ class _InventoryReader:
                     self.error(body.line_of("crypto"), f"unknown crypto profile '{crypto}' in {where}{suggest(crypto, crypto_profiles)}; define it under crypto")
                 if inbound == "None" and outbound == "None":
                     self.error(line, f"{where} has no security in either direction; list it under exemptions instead")
+                else:
+                    self.check_security_pair(inbound, outbound, line, where)
                 fields = {
                     "inbound_security": inbound or "Require",
                     "outbound_security": outbound or "Require",
@@ -867,13 +906,25 @@ class _InventoryReader:
             else:
                 first[policy.name] = policy
 
-    def check_overrides(self, hosts, policies, auth_profiles, crypto_profiles) -> None:
-        names = {policy.name for policy in policies}
+    def check_overrides(self, hosts, policies, exemptions, auth_profiles, crypto_profiles) -> None:
+        by_name = {policy.name: policy for policy in policies}
+        exemption_names = {exemption.name for exemption in exemptions}
         for host in hosts.values():
             for override in host.policy_overrides:
                 line = override.location.line
-                if override.policy not in names:
-                    self.error(line, f"host '{host.name}' overrides unknown policy '{override.policy}'{suggest(override.policy, names)}")
+                if override.policy in exemption_names:
+                    self.error(line, f"host '{host.name}' overrides exemption '{override.policy}': exemptions have no settings to override")
+                    continue
+                if override.policy not in by_name:
+                    self.error(line, f"host '{host.name}' overrides unknown policy '{override.policy}'{suggest(override.policy, by_name)}")
+                    continue
+                policy = by_name[override.policy]
+                inbound = override.inbound_security or policy.inbound_security
+                outbound = override.outbound_security or policy.outbound_security
+                if inbound == "None" and outbound == "None":
+                    self.error(line, f"host '{host.name}' turns policy '{override.policy}' into an exemption (None/None) while its peers keep it; list the traffic under exemptions instead")
+                else:
+                    self.check_security_pair(inbound, outbound, line, f"the override of policy '{override.policy}' on host '{host.name}'")
                 if override.auth is not None and override.auth not in auth_profiles:
                     self.error(line, f"unknown auth profile '{override.auth}' in the override of '{override.policy}' on host '{host.name}'{suggest(override.auth, auth_profiles)}")
                 if override.crypto is not None and override.crypto not in crypto_profiles:
@@ -932,7 +983,19 @@ class _EndpointResolver:
                 ok = False
         if not ok:
             return None
-        return Endpoint(tuple(references), tuple(dict.fromkeys(addresses)), frozenset(hosts), tuple(networks))
+        is_any = [r.lower() for r in references] == ["any"]
+        if not is_any and not addresses and hosts & self.reader.hosts_with_address_errors:
+            return None
+        if not is_any and not addresses:
+            # An empty endpoint would become "Any" in the rule and cover all
+            # traffic of the host, which nobody means by an empty group.
+            self.reader.error(
+                items.line,
+                f"{key} of {where} resolves to no address ({', '.join(references)} is empty); "
+                "add hosts or addresses, or write 'any' if every address is meant",
+            )
+            return None
+        return Endpoint(tuple(references), tuple(dict.fromkeys(addresses)), frozenset(hosts), tuple(networks), is_any)
 
 
 def _looks_like_address(text: str) -> bool:

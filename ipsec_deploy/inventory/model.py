@@ -170,13 +170,10 @@ class Endpoint:
     """One side of a policy: the references as written and what they resolve to."""
 
     references: tuple[str, ...]
-    addresses: tuple[IPNetwork, ...]  # empty tuple means "Any"
+    addresses: tuple[IPNetwork, ...]  # empty only when is_any
     hosts: frozenset[str]  # managed hosts named directly or through a group
     networks: tuple[Network, ...]  # named networks referenced
-
-    @property
-    def is_any(self) -> bool:
-        return not self.addresses
+    is_any: bool = False  # written as "any": every address
 
 
 @dataclass(frozen=True)

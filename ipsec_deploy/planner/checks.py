@@ -286,9 +286,10 @@ class _PlanChecker:
                 key = (policy.name, "no-dcs")
                 if key not in warned:
                     warned.add(key)
+                    whose = f"the forest of {host.name}" if host.forest else f"host {host.name} has no domain or forest, and so"
                     self.problems.warning(
                         self.policy_location(policy),
-                        f"policy '{policy.name}' uses Kerberos, but the forest of {host.name} declares no domain_controllers, "
+                        f"policy '{policy.name}' uses Kerberos, but {whose} declares no domain_controllers, "
                         "so no exemption for domain controller traffic can be checked: list them under forests and add an "
                         "exemption with the domain controllers as endpoint2, or Kerberos cannot reach them once IPsec is required",
                     )

@@ -50,7 +50,9 @@ foreach ($operation in $Operations) {
         $failure = $_
         $undoErrors = @()
         for ($i = $applied.Count - 1; $i -ge 0; $i--) {
-            foreach ($undo in @($applied[$i].Undo)) {
+            # No @() here: @($null) is an array of one $null, which would run
+            # an empty undo for an operation that has none.
+            foreach ($undo in $applied[$i].Undo) {
                 try { Invoke-Operation $undo | Out-Null }
                 catch { $undoErrors += [string]$_.Exception.Message }
             }

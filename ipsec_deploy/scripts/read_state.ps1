@@ -40,7 +40,9 @@ foreach ($kind in $setCmdlets.Keys) {
             DisplayName = [string]$set.DisplayName
             Description = [string]$set.Description
             Group       = [string]$set.Group
-            Proposals   = @($set.Proposal | ForEach-Object { ConvertTo-ProposalData $_ })
+            # An ArrayList, not @(): pypsrp 0.9.1 reads hashtables inside an object[]
+            # as generic objects and leaves their entries unparsed.
+            Proposals   = [System.Collections.ArrayList]@($set.Proposal | ForEach-Object { ConvertTo-ProposalData $_ })
         }
         if ($kind -eq 'main_mode_crypto_set') { $data.MaxMinutes = [string]$set.MaxMinutes }
         if ($kind -eq 'quick_mode_crypto_set') { $data.PerfectForwardSecrecyGroup = [string]$set.PerfectForwardSecrecyGroup }

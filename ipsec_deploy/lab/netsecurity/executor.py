@@ -6,7 +6,12 @@ import logging
 from typing import Any
 
 from ipsec_deploy.lab.netsecurity import errors
-from ipsec_deploy.lab.netsecurity import host_cmdlets, policy_cmdlets, proposal_cmdlets  # noqa: F401 (fill CMDLETS)
+from ipsec_deploy.lab.netsecurity import (  # noqa: F401 (fill CMDLETS)
+    filter_cmdlets,
+    host_cmdlets,
+    policy_cmdlets,
+    proposal_cmdlets,
+)
 from ipsec_deploy.lab.netsecurity.binding import Binder, BoundCommand
 from ipsec_deploy.lab.netsecurity.context import CMDLETS, CmdletContext
 from ipsec_deploy.lab.netsecurity.faults import find_fault

@@ -18,6 +18,11 @@ class NetSecurityHandler:
     def __init__(self, host: LabHost, scripts: ScriptRegistry | None = None) -> None:
         self.host = host
         self.scripts = scripts
+        if scripts is None:
+            # Imported here because the counterparts import this package.
+            from ipsec_deploy.lab.shipped_scripts import ensure_shipped_scripts_registered
+
+            ensure_shipped_scripts_registered()
 
     def run_pipeline(self, request: PipelineRequest) -> PipelineResult:
         with self.host.network.transaction():

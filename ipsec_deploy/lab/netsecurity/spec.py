@@ -66,6 +66,7 @@ NOUN_CIM_CLASSES = {
     "NetIPsecQuickModeCryptoSet": "MSFT_NetIKEQMCryptoSet",
     "NetIPsecMainModeSA": "MSFT_NetMainModeSA",
     "NetIPsecQuickModeSA": "MSFT_NetQuickModeSA",
+    "NetFirewallRule": "MSFT_NetFirewallRule",
     "NetFirewallAddressFilter": "MSFT_NetAddressFilter",
     "NetFirewallInterfaceFilter": "MSFT_NetInterfaceFilter",
     "NetFirewallInterfaceTypeFilter": "MSFT_NetInterfaceTypeFilter",

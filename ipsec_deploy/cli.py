@@ -11,22 +11,25 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.prompt import Confirm
 
 from .executor.journal import DEFAULT_JOURNAL_DIR, JournalError, RunJournal, list_runs, load_snapshots
-from .executor.run import Executor, overall_result
+from .executor.run import ChangeSet, Executor, overall_result
 from .inventory import Inventory, InventoryError, load_inventory
 from .planner import Plan, build_plan
 from .render.changes import ProgressEvents, print_change_set, print_results, print_runs
 from .render.json_plan import plan_to_json, render_json
 from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
+from .render.verification import print_report, render_report_json
 from .transport.credentials import CredentialSource, FixedCredentials
 from .transport.psrp import psrp_connector
+from .verify.expectations import plan_probes
+from .verify.run import Verifier, VerifyOptions
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,6 +62,11 @@ class PlanFormat(str, Enum):
     table = "table"
     json = "json"
     powershell = "powershell"
+
+
+class VerifyFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
 class UsageError(Exception):
@@ -192,6 +200,7 @@ LAB_OPTION = typer.Option(
     "--lab",
     help="Start the inventory's simulated lab hosts (not Windows) for this command, and use the lab password.",
 )
+VERIFY_TIMEOUT_OPTION = typer.Option(30.0, "--verify-timeout", min=0.0, help="Seconds to wait for security associations to appear after the probe traffic.")
 LAB_STATE_OPTION = typer.Option(None, "--lab-state", help="With --lab: directory of the lab hosts' state.", file_okay=False)
 
 
@@ -236,8 +245,13 @@ def run_change(
     yes: bool,
     plan_document: dict | None = None,
     reverts: str | None = None,
+    after_apply: Callable[[ChangeSet], bool] | None = None,
 ) -> None:
-    """Read, show, confirm, journal and apply; exits with the command's status."""
+    """Read, show, confirm, journal and apply; exits with the command's status.
+
+    ``after_apply`` runs over the still-open sessions (verification) and
+    returns whether it passed.
+    """
     names = [host.name for host, _ in targets]
     with ProgressEvents(stderr, names) as events:
         executor.events = events
@@ -264,12 +278,13 @@ def run_change(
             results = executor.apply(change_set, journal)
         result = overall_result(results)
         journal.finish(result)
+        print_results(results, stdout, journal.run_id)
+        stdout.print(f"Journal: {journal.directory}")
+        verified = after_apply(change_set) if after_apply is not None else True
     finally:
         change_set.close()
 
-    print_results(results, stdout, journal.run_id)
-    stdout.print(f"Journal: {journal.directory}")
-    raise typer.Exit(EXIT_FAILED if result == "failed" else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if result == "failed" or not verified else EXIT_OK)
 
 
 @app.command()
@@ -282,6 +297,8 @@ def apply(
     journal_dir: Path = JOURNAL_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification that runs after the changes."),
+    verify_timeout: float = VERIFY_TIMEOUT_OPTION,
 ) -> None:
     """Push the plan to the hosts over WinRM, idempotently.
 
@@ -296,9 +313,18 @@ def apply(
         stderr.print(f"[yellow]{warning.location}: warning: {warning.message}[/yellow]")
     targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
 
+    def verify_after_apply(change_set: ChangeSet) -> bool:
+        if no_verify:
+            return True
+        sessions = {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
+        stdout.print()
+        report = run_verification(the_inventory, the_plan, sessions, verify_timeout)
+        print_report(report, stdout)
+        return report.passed
+
     with host_access(the_inventory, lab, lab_state) as (connector, _):
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
-        run_change(executor, targets, journal_dir, "apply", str(inventory), dry_run, yes, plan_to_json(the_plan))
+        run_change(executor, targets, journal_dir, "apply", str(inventory), dry_run, yes, plan_to_json(the_plan), after_apply=verify_after_apply)
 
 
 @app.command()
@@ -337,6 +363,51 @@ def revert(
     with host_access(the_inventory, lab, lab_state) as (connector, _):
         executor = Executor(connector, metadata.get("policy_store", the_inventory.settings.policy_store), metadata.get("managed_group", the_inventory.settings.managed_group), forks)
         run_change(executor, targets, journal_dir, "revert", str(inventory), dry_run, yes, reverts=run_id)
+
+
+def run_verification(inventory: Inventory, the_plan: Plan, sessions: dict, timeout: float):
+    probe_ports = {p.name: p.probe_port for p in inventory.policies if p.probe_port}
+    verifier = Verifier(sessions, the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=timeout))
+    with stderr.status("Verifying: probing pairs and reading security associations"):
+        return verifier.verify(the_plan, plan_probes(the_plan, probe_ports))
+
+
+@app.command()
+def verify(
+    inventory: Path = INVENTORY_ARGUMENT,
+    limit: Optional[str] = LIMIT_OPTION,
+    output_format: VerifyFormat = typer.Option(VerifyFormat.table, "--format", "-f", help="table: a table of pairs; json: a machine-readable report."),
+    timeout: float = VERIFY_TIMEOUT_OPTION,
+    forks: int = FORKS_OPTION,
+    lab: bool = LAB_OPTION,
+    lab_state: Optional[Path] = LAB_STATE_OPTION,
+) -> None:
+    """Prove that traffic between planned pairs is encrypted as planned.
+
+    For each mirrored pair, sends traffic the rule covers (Test-NetConnection
+    on a covered TCP port, or a ping for an ICMP exemption), then reads
+    Get-NetIPsecMainModeSA and Get-NetIPsecQuickModeSA on both hosts and
+    compares auth method and algorithms with the plan. For failing pairs it
+    shows the reason from the IPsec audit events. Exit code 0 only if every
+    pair is as planned.
+    """
+    the_inventory, the_plan = load_plan(inventory, limit)
+    hosts = [host_plan.host for host_plan in the_plan.hosts]
+    with host_access(the_inventory, lab, lab_state) as (connector, _):
+        executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
+        sessions, errors = executor.connect_all(hosts)
+        try:
+            report = run_verification(the_inventory, the_plan, sessions, timeout)
+        finally:
+            for session in sessions.values():
+                session.close()
+    report.host_errors.update(errors)
+
+    if output_format == VerifyFormat.json:
+        typer.echo(render_report_json(report), nl=False)
+    else:
+        print_report(report, stdout)
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_FAILED)
 
 
 @app.command()

@@ -150,6 +150,25 @@ class Executor:
         changes = self._parallel(targets, read)
         return ChangeSet({c.host.name: c for c in changes}, self.policy_store, self.group)
 
+    def connect_all(self, hosts: list[Host]) -> tuple[dict[str, HostConnection], dict[str, str]]:
+        """Open a session to every host in parallel; return the sessions and the errors by host."""
+
+        def connect(host: Host) -> tuple[str, HostConnection | None, str | None]:
+            try:
+                self.events.host_status(host.name, "connecting")
+                return host.name, self.connector(host), None
+            except (TransportError, CredentialError) as error:
+                return host.name, None, str(error).removeprefix(f"{host.name}: ")
+
+        sessions: dict[str, HostConnection] = {}
+        errors: dict[str, str] = {}
+        for name, session, error in self._parallel(hosts, connect):
+            if session is not None:
+                sessions[name] = session
+            else:
+                errors[name] = error or "not connected"
+        return sessions, errors
+
     def apply(self, change_set: ChangeSet, journal: RunJournal) -> list[HostResult]:
         """Apply every reachable host's operations; one host's failure never stops the others."""
         for change in change_set.changes.values():

@@ -30,3 +30,7 @@ def read_state_script() -> FixedScript:
 
 def apply_changes_script() -> FixedScript:
     return load_script("apply_changes")
+
+
+def read_security_associations_script() -> FixedScript:
+    return load_script("read_security_associations")

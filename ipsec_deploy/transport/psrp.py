@@ -187,6 +187,24 @@ class PsrpConnection:
                 return self._invoke(script, parameters)
         raise AssertionError("unreachable")
 
+    def run_cmdlet(self, name: str, parameters: dict[str, Any]) -> tuple[list[Any], list[RemoteError]]:
+        """Run one read-only cmdlet as a structured command; return its output and its error records.
+
+        The caller decides which error records matter: Get-WinEvent, for
+        example, reports "no events found" as an error record.
+        """
+        if self._pool is None:
+            raise TransportError(self.host, "the session is not open")
+        shell = PowerShell(self._pool)
+        shell.add_cmdlet(name)
+        for parameter, value in parameters.items():
+            shell.add_parameter(parameter, value)
+        try:
+            output = shell.invoke()
+        except Exception as error:  # noqa: BLE001
+            raise classify(self.host, error) from None
+        return [to_plain(item) for item in output], [remote_error(record) for record in shell.streams.error]
+
     def _invoke(self, script: FixedScript, parameters: dict[str, Any]) -> list[Any]:
         shell = PowerShell(self._pool)
         shell.add_script(script.text)

@@ -1,0 +1,68 @@
+"""Verification reports as a rich table or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from ..verify.classify import CLEAR, DIFFERENT, ENCRYPTED, EXEMPT, FAILING, NOT_EXEMPT, ONE_SIDED, SKIPPED
+from ..verify.run import VerifyReport
+
+_COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "yellow", CLEAR: "red", FAILING: "red", ONE_SIDED: "red", NOT_EXEMPT: "red"}
+
+
+def print_report(report: VerifyReport, console: Console) -> None:
+    table = Table(title="Verification", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("Policy")
+    table.add_column("Pair (probe)", overflow="fold")
+    table.add_column("Status")
+    table.add_column("Detail", overflow="fold")
+    for result in report.pairs:
+        colour = _COLOURS.get(result.status, "default")
+        detail = result.negotiated if result.status == ENCRYPTED else result.reason
+        if result.status == DIFFERENT and result.negotiated:
+            detail += f" (negotiated: {result.negotiated})"
+        for event in result.events:
+            detail += f"\n{event}"
+        table.add_row(result.probe.policy, result.probe.label, f"[{colour}]{result.status}[/{colour}]", detail)
+    console.print(table)
+
+    for finding in report.exemption_findings:
+        console.print(f"[red]{finding}[/red]")
+    for host, error in sorted(report.host_errors.items()):
+        console.print(f"[red]{host}: not verified: {error}[/red]")
+    passed = sum(1 for r in report.pairs if r.passed)
+    verdict = "[green]every pair is as planned[/green]" if report.passed else "[red]some pairs are not as planned[/red]"
+    console.print(f"{passed} of {len(report.pairs)} pair(s) as planned: {verdict}")
+
+
+def report_to_json(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "passed": report.passed,
+        "pairs": [
+            {
+                "policy": r.probe.policy,
+                "initiator": {"host": r.probe.initiator, "address": r.probe.initiator_address, "rule": r.probe.initiator_rule},
+                "responder": {"host": r.probe.responder, "address": r.probe.responder_address, "rule": r.probe.responder_rule},
+                "protocol": r.probe.protocol,
+                "port": r.probe.port,
+                "exemption": r.probe.exemption,
+                "status": r.status,
+                "passed": r.passed,
+                "reason": r.reason,
+                "negotiated": r.negotiated,
+                "events": r.events,
+            }
+            for r in report.pairs
+        ],
+        "exemption_findings": report.exemption_findings,
+        "host_errors": report.host_errors,
+    }
+
+
+def render_report_json(report: VerifyReport) -> str:
+    return json.dumps(report_to_json(report), indent=2) + "\n"

@@ -1,0 +1,1 @@
+"""Verification: prove that planned pairs negotiate IPsec with the planned auth and algorithms."""

@@ -420,6 +420,36 @@ def runs(journal_dir: Path = JOURNAL_OPTION) -> None:
     print_runs(found, stdout)
 
 
+lab_app = typer.Typer(
+    help="Simulated Windows Server 2019 hosts for tests and demos. The lab is a test double, not Windows.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("up")
+def lab_up(
+    inventory: Path = INVENTORY_ARGUMENT,
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Directory of the lab hosts' state (kept between runs).", file_okay=False),
+) -> None:
+    """Serve the inventory's lab hosts on loopback until Ctrl-C.
+
+    Each host is a WinRM listener that speaks WS-Management and PowerShell
+    Remoting and emulates the NetSecurity cmdlets; data-plane addresses exist
+    only inside the simulation. Point 'apply' and 'verify' at the same
+    inventory from another terminal.
+    """
+    # The lab is imported only for lab commands: production code never needs it.
+    from .lab.runner import serve_lab
+
+    try:
+        the_inventory = load_inventory(inventory)
+        serve_lab(the_inventory, state_dir, stdout)
+    except InventoryError as error:
+        report_inventory_error(error)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
 def main() -> None:
     app()
 

@@ -124,6 +124,12 @@ def _optional(record: dict[str, Any], key: str) -> str | None:
     return value or None
 
 
+def _set_reference(record: dict[str, Any], key: str) -> str | None:
+    """Read a rule's reference to a set; "Default" means the rule uses Windows' default set, as if unset."""
+    value = _text(record, key)
+    return None if value in ("", "Default") else value
+
+
 def _enabled(record: dict[str, Any]) -> bool:
     return _text(record, "Enabled").lower() in ("true", "1")
 
@@ -197,9 +203,9 @@ def parse_object(record: dict[str, Any]) -> PlannedObject | ForeignRule:
             protocol=_text(record, "Protocol") or "Any",
             local_port=normalize_ports(record.get("LocalPort")),
             remote_port=normalize_ports(record.get("RemotePort")),
-            phase1_auth_set=_optional(record, "Phase1AuthSet"),
-            phase2_auth_set=_optional(record, "Phase2AuthSet"),
-            quick_mode_crypto_set=_optional(record, "QuickModeCryptoSet"),
+            phase1_auth_set=_set_reference(record, "Phase1AuthSet"),
+            phase2_auth_set=_set_reference(record, "Phase2AuthSet"),
+            quick_mode_crypto_set=_set_reference(record, "QuickModeCryptoSet"),
             key_module=_text(record, "KeyModule") or "Default",
         )
     if kind == "foreign_ipsec_rule":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import decimal
 import logging
 import math
@@ -463,6 +464,9 @@ def _encode_primitive(value: Any) -> ET.Element | None:
         return _primitive("BA", base64.b64encode(bytes(value)).decode("ascii"))
     if isinstance(value, uuid.UUID):
         return _primitive("G", str(value))
+    if isinstance(value, datetime.datetime):
+        # MS-PSRP 2.2.5.1.4: DateTime as an XML Schema dateTime.
+        return _primitive("DT", value.isoformat())
     return None
 
 

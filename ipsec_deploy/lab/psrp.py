@@ -410,8 +410,21 @@ class RunspacePoolServer:
                 log.debug("dropped the result of stopped pipeline %s", pipeline.command_id)
                 return
 
-            for value in result.output:
-                self._queue_for(pipeline, MessageType.PIPELINE_OUTPUT, self._encoder().encode(value))
+            try:
+                encoded_output = [self._encoder().encode(value) for value in result.output]
+            except Exception as error:  # noqa: BLE001 - an unencodable value must still end the pipeline
+                log.exception("cannot encode the output of pipeline %s", pipeline.command_id)
+                encoded_output = []
+                result = PipelineResult(
+                    state="Failed",
+                    failure=ErrorRecordValue(
+                        message="The lab cannot serialize the pipeline's output: %s" % error,
+                        fully_qualified_error_id="LabSerializationError",
+                        category="NotSpecified",
+                    ),
+                )
+            for element in encoded_output:
+                self._queue_for(pipeline, MessageType.PIPELINE_OUTPUT, element)
             for error in result.errors:
                 self._queue_for(pipeline, MessageType.ERROR_RECORD, self._encoder().error_record(error))
 

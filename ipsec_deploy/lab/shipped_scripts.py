@@ -311,8 +311,11 @@ SHIPPED_SCRIPTS = (
 
 def register_shipped_scripts(registry: ScriptRegistry = DEFAULT_SCRIPTS) -> list[str]:
     """Register each shipped script whose text matches its counterpart; return the names of those that do not."""
+    # Imported here because the verification counterparts build on this module.
+    from ipsec_deploy.lab.shipped_verify_scripts import VERIFY_SHIPPED_SCRIPTS
+
     stale = []
-    for script in SHIPPED_SCRIPTS:
+    for script in SHIPPED_SCRIPTS + VERIFY_SHIPPED_SCRIPTS:
         if script.current_sha256() != script.sha256:
             logger.warning("the lab has no counterpart for the changed script %s; update %s",
                            script.file_name, __name__)

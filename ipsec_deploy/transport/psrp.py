@@ -100,10 +100,8 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_plain(v) for v in value]
     if isinstance(value, GenericComplexObject):
-        if value.dictionary_values:
-            return {str(k): to_plain(v) for k, v in value.dictionary_values.items()}
-        if value.list_values:
-            return [to_plain(v) for v in value.list_values]
+        # pypsrp 0.9.1 decodes Hashtables and lists itself; any other object
+        # keeps its properties in these two dictionaries.
         properties = {**value.adapted_properties, **value.extended_properties}
         if properties:
             return {str(k): to_plain(v) for k, v in properties.items()}

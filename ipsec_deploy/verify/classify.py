@@ -180,6 +180,12 @@ def classify(probe: PairProbe, initiator: HostSAs, responder: HostSAs, probe_suc
     quick_a, quick_b = _quick_mode(initiator, local, remote, probe, False), _quick_mode(responder, remote, local, probe, True)
 
     if probe.exemption:
+        # An SA of a protocol-Any rule between the same hosts does not carry
+        # exempted traffic: Windows matches exemptions first. Only an SA for
+        # the exempted protocol itself shows that the exemption is not used.
+        wanted = _PROTOCOL_NUMBERS.get(probe.protocol, 0)
+        quick_a = next((sa for sa in initiator.quick_mode if sa.local == local and sa.remote == remote and sa.protocol == wanted), None)
+        quick_b = next((sa for sa in responder.quick_mode if sa.local == remote and sa.remote == local and sa.protocol == wanted), None)
         if quick_a or quick_b:
             return PairResult(probe, NOT_EXEMPT, "the exempted traffic was protected by an SA: a more specific rule may cover it")
         if probe_succeeded is False:

@@ -7,8 +7,10 @@ usage error. No user error ends in a traceback.
 from __future__ import annotations
 
 import fnmatch
+import json
 import sys
 from contextlib import contextmanager
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,7 +29,7 @@ from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_
 from .render.table import print_plan
 from .render.verification import print_report, render_report_json
 from .transport.credentials import CredentialSource, FixedCredentials
-from .transport.psrp import psrp_connector
+from .transport.psrp import RetryPolicy, psrp_connector
 from .verify.expectations import plan_probes
 from .verify.run import Verifier, VerifyOptions
 
@@ -65,6 +67,8 @@ class PlanFormat(str, Enum):
 
 
 class VerifyFormat(str, Enum):
+    """Output formats of verify and runs."""
+
     table = "table"
     json = "json"
 
@@ -194,6 +198,14 @@ JOURNAL_OPTION = typer.Option(
     file_okay=False,
 )
 FORKS_OPTION = typer.Option(10, "--forks", min=1, max=200, help="How many hosts to work on in parallel.")
+ATTEMPTS_OPTION = typer.Option(
+    3,
+    "--attempts",
+    min=1,
+    max=10,
+    help="Tries per host for transient faults (connection refused or reset, timeouts, HTTP 5xx) when connecting "
+    "and reading; waits grow exponentially between tries. Changes are never sent twice.",
+)
 YES_OPTION = typer.Option(False, "--yes", "-y", help="Apply without asking for confirmation (required without a terminal).")
 LAB_OPTION = typer.Option(
     False,
@@ -205,10 +217,11 @@ LAB_STATE_OPTION = typer.Option(None, "--lab-state", help="With --lab: directory
 
 
 @contextmanager
-def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None):
-    """Yield (connector, description) for the hosts; with --lab, start the lab for the duration."""
+def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None, attempts: int = 3):
+    """Yield (connector, lab) for the hosts; with --lab, start the lab for the duration."""
+    retry = RetryPolicy(attempts=attempts)
     if not use_lab:
-        yield psrp_connector(CredentialSource()), None
+        yield psrp_connector(CredentialSource(), retry=retry), None
         return
 
     # The lab is imported only when asked for: production code never needs it.
@@ -221,7 +234,7 @@ def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None):
         raise typer.Exit(EXIT_FAILED) from None
     with lab:
         stderr.print("[dim]Using simulated lab hosts (a test double, not Windows).[/dim]")
-        yield psrp_connector(FixedCredentials(lab.password), ca_bundle=lab.ca_file), lab
+        yield psrp_connector(FixedCredentials(lab.password), ca_bundle=lab.ca_file, retry=retry), lab
 
 
 def confirm_or_exit(yes: bool, question: str) -> None:
@@ -294,6 +307,7 @@ def apply(
     dry_run: bool = typer.Option(False, "--dry-run", help="Read the hosts and show the changes, then stop: the live dry run for a change window."),
     yes: bool = YES_OPTION,
     forks: int = FORKS_OPTION,
+    attempts: int = ATTEMPTS_OPTION,
     journal_dir: Path = JOURNAL_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
@@ -322,7 +336,7 @@ def apply(
         print_report(report, stdout)
         return report.passed
 
-    with host_access(the_inventory, lab, lab_state) as (connector, _):
+    with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
         run_change(executor, targets, journal_dir, "apply", str(inventory), dry_run, yes, plan_to_json(the_plan), after_apply=verify_after_apply)
 
@@ -334,6 +348,7 @@ def revert(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what the revert would change, then stop."),
     yes: bool = YES_OPTION,
     forks: int = FORKS_OPTION,
+    attempts: int = ATTEMPTS_OPTION,
     journal_dir: Path = JOURNAL_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
@@ -360,7 +375,7 @@ def revert(
         raise typer.Exit(EXIT_FAILED)
 
     targets = [(the_inventory.hosts[name], tuple(objects)) for name, objects in sorted(snapshots.items())]
-    with host_access(the_inventory, lab, lab_state) as (connector, _):
+    with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, metadata.get("policy_store", the_inventory.settings.policy_store), metadata.get("managed_group", the_inventory.settings.managed_group), forks)
         run_change(executor, targets, journal_dir, "revert", str(inventory), dry_run, yes, reverts=run_id)
 
@@ -379,6 +394,7 @@ def verify(
     output_format: VerifyFormat = typer.Option(VerifyFormat.table, "--format", "-f", help="table: a table of pairs; json: a machine-readable report."),
     timeout: float = VERIFY_TIMEOUT_OPTION,
     forks: int = FORKS_OPTION,
+    attempts: int = ATTEMPTS_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
 ) -> None:
@@ -393,7 +409,7 @@ def verify(
     """
     the_inventory, the_plan = load_plan(inventory, limit)
     hosts = [host_plan.host for host_plan in the_plan.hosts]
-    with host_access(the_inventory, lab, lab_state) as (connector, _):
+    with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
         sessions, errors = executor.connect_all(hosts)
         try:
@@ -411,9 +427,15 @@ def verify(
 
 
 @app.command()
-def runs(journal_dir: Path = JOURNAL_OPTION) -> None:
-    """List the runs in the journal: run id, kind, time, hosts and result."""
+def runs(
+    journal_dir: Path = JOURNAL_OPTION,
+    output_format: VerifyFormat = typer.Option(VerifyFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """List the runs in the journal: run id, kind, time, hosts and result, oldest first."""
     found = list_runs(journal_dir)
+    if output_format == VerifyFormat.json:
+        typer.echo(json.dumps([asdict(run) for run in found], indent=2))
+        return
     if not found:
         stdout.print(f"No runs in {journal_dir / 'runs'}.")
         return

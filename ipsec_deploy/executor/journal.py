@@ -49,8 +49,9 @@ def _sha256(path: Path) -> str:
 
 
 def new_run_id(now: datetime | None = None) -> str:
+    # Milliseconds keep ids in start order when runs start within a second.
     now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(3)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class RunJournal:
         journal._metadata = {
             "run_id": journal.run_id,
             "kind": kind,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "finished": None,
             "inventory": inventory,
             "policy_store": policy_store,
@@ -152,6 +153,7 @@ def list_runs(root: Path) -> list[RunSummary]:
     if not runs_dir.is_dir():
         return []
     summaries = []
+    # Run ids start with the start time, so sorting them sorts the runs.
     for directory in sorted(runs_dir.iterdir()):
         if not directory.is_dir():
             continue

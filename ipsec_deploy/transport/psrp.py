@@ -255,6 +255,9 @@ def settings_for(host: Host, passwords: PasswordSource, ca_bundle: str | None = 
         client_certificate=connection.client_certificate,
         client_key=connection.client_key,
         operation_timeout=connection.operation_timeout_seconds,
+        # pypsrp needs the HTTP read timeout above the WS-Man operation
+        # timeout, which bounds how long the host holds a Receive open.
+        read_timeout=connection.operation_timeout_seconds + 5,
     )
 
 

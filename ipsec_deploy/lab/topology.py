@@ -29,7 +29,7 @@ from ipsec_deploy.lab.netsecurity.binding import Binder
 from ipsec_deploy.lab.netsecurity.spec import load_spec
 
 LAB_KEYS = ("password", "state_dir", "hosts")
-HOST_KEYS = ("scheme", "certificates", "trusted_forests", "foreign_rules", "open_ports", "ikeext_running", "faults")
+HOST_KEYS = ("scheme", "domain", "forest", "certificates", "trusted_forests", "foreign_rules", "open_ports", "ikeext_running", "faults")
 CERTIFICATE_KEYS = ("subject", "issuer", "root_ca")
 FAULT_KEYS = ("refuse_connections", "latency_seconds", "reject_credentials", "drop_after_requests", "fail_cmdlets")
 FAIL_CMDLET_KEYS = ("cmdlet", "message", "object_name", "call_number")
@@ -169,8 +169,10 @@ class _LabSectionReader(_InventoryReader):
         facts = HostFacts(
             computer_name=host.name,
             addresses=[str(ip) for ip in host.ip_addresses],
-            domain=host.domain,
-            forest=host.forest,
+            # The machine's real membership; it differs from the inventory's
+            # only when a test simulates an inventory that is wrong about it.
+            domain=self.string(body, "domain", where, host.domain),
+            forest=self.string(body, "forest", where, host.forest),
             trusted_forests=self.trusted_forests(host, body, where),
             machine_certificates=self.certificates(host, body, where),
             foreign_rules=self.foreign_rules(body, where),

@@ -20,10 +20,11 @@ from rich.console import Console
 from rich.prompt import Confirm
 
 from .executor.journal import DEFAULT_JOURNAL_DIR, JournalError, RunJournal, list_runs, load_snapshots
+from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .inventory import Inventory, InventoryError, load_inventory
 from .planner import Plan, build_plan
-from .render.changes import ProgressEvents, print_change_set, print_results, print_runs
+from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout, print_runs
 from .render.json_plan import plan_to_json, render_json
 from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
@@ -259,6 +260,7 @@ def run_change(
     plan_document: dict | None = None,
     reverts: str | None = None,
     after_apply: Callable[[ChangeSet], bool] | None = None,
+    apply_changes: Callable[[ChangeSet, RunJournal], list] | None = None,
 ) -> None:
     """Read, show, confirm, journal and apply; exits with the command's status.
 
@@ -288,7 +290,10 @@ def run_change(
             journal.write_plan(plan_document)
         with ProgressEvents(stderr, names) as events:
             executor.events = events
-            results = executor.apply(change_set, journal)
+            if apply_changes is not None:
+                results = apply_changes(change_set, journal)
+            else:
+                results = executor.apply(change_set, journal)
         result = overall_result(results)
         journal.finish(result)
         print_results(results, stdout, journal.run_id)
@@ -311,34 +316,74 @@ def apply(
     journal_dir: Path = JOURNAL_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the verification that runs after the changes."),
+    no_verify: bool = typer.Option(
+        False,
+        "--no-verify",
+        help="Apply the planned security directly, without the request stage, and skip verification.",
+    ),
     verify_timeout: float = VERIFY_TIMEOUT_OPTION,
+    strict: bool = typer.Option(False, "--strict", help="Restore the hosts of a pair that fails verification instead of leaving it in Request."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Hosts per batch in the request stage (like Ansible's serial); default: all at once."),
+    max_fail_percent: Optional[float] = typer.Option(
+        None, "--max-fail-percent", min=0.0, max=100.0, help="Stop starting new batches once more than this percentage of hosts failed."
+    ),
 ) -> None:
-    """Push the plan to the hosts over WinRM, idempotently.
+    """Push the plan to the hosts over WinRM, idempotently, in stages.
 
     Reads each host's objects of the managed group, shows what would be
-    created, changed and deleted, asks for confirmation, writes the run
-    journal, then applies host by host in parallel. A host whose change fails
-    is rolled back to where it was; the other hosts go on. Objects outside the
-    managed group are never touched.
+    created, changed and deleted, asks for confirmation and writes the run
+    journal. Then: new and changed rules go in with Request on both sides,
+    the pairs are verified, and only verified pairs are raised to the planned
+    security; removed rules go last. A pair that fails verification stays in
+    Request and is reported, so no pair ends with Require on one side only.
+    A host whose change fails is rolled back to where it was; the other hosts
+    go on. Objects outside the managed group are never touched.
     """
     the_inventory, the_plan = load_plan(inventory, limit)
     for warning in the_plan.warnings:
         stderr.print(f"[yellow]{warning.location}: warning: {warning.message}[/yellow]")
     targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
 
+    def sessions_of(change_set: ChangeSet) -> dict:
+        return {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
+
     def verify_after_apply(change_set: ChangeSet) -> bool:
         if no_verify:
             return True
-        sessions = {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
         stdout.print()
-        report = run_verification(the_inventory, the_plan, sessions, verify_timeout)
+        report = run_verification(the_inventory, the_plan, sessions_of(change_set), verify_timeout)
         print_report(report, stdout)
         return report.passed
 
+    def staged_rollout(change_set: ChangeSet, journal: RunJournal) -> list:
+        probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
+        verifier = Verifier(sessions_of(change_set), the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=verify_timeout))
+
+        def verify_pairs(hosts: list[str]) -> list:
+            probes = [p for p in plan_probes(the_plan, probe_ports) if p.initiator in hosts and p.responder in hosts]
+            return verifier.verify(the_plan, probes).pairs
+
+        options = RolloutOptions(strict=strict, batch_size=batch_size, max_fail_percent=max_fail_percent)
+        report = Rollout(executor, the_plan, journal, options).run(change_set, verify_pairs)
+        print_rollout(report, stdout)
+        return list(report.results.values())
+
     with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
-        run_change(executor, targets, journal_dir, "apply", str(inventory), dry_run, yes, plan_to_json(the_plan), after_apply=verify_after_apply)
+        run_change(
+            executor,
+            targets,
+            journal_dir,
+            "apply",
+            str(inventory),
+            dry_run,
+            yes,
+            plan_to_json(the_plan),
+            after_apply=verify_after_apply,
+            # Without verification there is nothing to raise pairs on, so
+            # --no-verify applies the planned security directly.
+            apply_changes=None if no_verify else staged_rollout,
+        )
 
 
 @app.command()

@@ -71,7 +71,8 @@ def test_changed_policy_touches_only_its_hosts(lab):
 
     changed = {name for name in after if after[name] != before[name]}
     assert changed == {"DB-SRV01", "REPORT-SRV01"}
-    assert after["DB-SRV01"] - before["DB-SRV01"] == 1
+    # One Set- in the request stage, one to raise the verified pair.
+    assert after["DB-SRV01"] - before["DB-SRV01"] == 2
     assert "update ipsec_rule ipsec-deploy-rule-reports-sql-endpoint2" in result.stdout
     assert "update ipsec_rule ipsec-deploy-rule-reports-sql-endpoint1" in result.stdout
 

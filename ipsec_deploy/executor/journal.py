@@ -110,10 +110,11 @@ class RunJournal:
             self._metadata["snapshots"][host] = _sha256(path)
             self._save_metadata()
 
-    def record_operation(self, host: str, index: int, operation: Operation, status: str, message: str = "") -> None:
+    def record_operation(self, host: str, index: int, operation: Operation, status: str, message: str = "", stage: str = "") -> None:
         line = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "host": host,
+            "stage": stage,
             "index": index,
             "action": operation.action,
             "kind": operation.kind,

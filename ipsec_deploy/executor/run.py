@@ -120,7 +120,8 @@ class Executor:
         self.forks = max(1, forks)
         self.events = events or _SilentEvents()
 
-    def _parallel(self, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
+    def parallel(self, items: list[Any], work: Callable[[Any], Any]) -> list[Any]:
+        """Run work on each item, at most ``forks`` at a time, and return the results in order."""
         if not items:
             return []
         with ThreadPoolExecutor(max_workers=min(self.forks, len(items))) as pool:
@@ -147,7 +148,7 @@ class Executor:
                 self.events.host_status(host.name, "unreachable")
             return change
 
-        changes = self._parallel(targets, read)
+        changes = self.parallel(targets, read)
         return ChangeSet({c.host.name: c for c in changes}, self.policy_store, self.group)
 
     def connect_all(self, hosts: list[Host]) -> tuple[dict[str, HostConnection], dict[str, str]]:
@@ -162,7 +163,7 @@ class Executor:
 
         sessions: dict[str, HostConnection] = {}
         errors: dict[str, str] = {}
-        for name, session, error in self._parallel(hosts, connect):
+        for name, session, error in self.parallel(hosts, connect):
             if session is not None:
                 sessions[name] = session
             else:
@@ -180,21 +181,26 @@ class Executor:
             journal.record_host(result.host, result.status, result.detail, result.operations)
             return result
 
-        return self._parallel(list(change_set.changes.values()), apply_host)
+        return self.parallel(list(change_set.changes.values()), apply_host)
 
-    def _apply_host(self, change: HostChange, journal: RunJournal) -> HostResult:
+    def apply_operations(self, change: HostChange, operations: list[Operation], journal: RunJournal, stage: str = "") -> HostResult:
+        """Apply one host's operations in one pipeline; the host undoes them all if one fails."""
+        return self._apply_host(change, journal, operations, stage)
+
+    def _apply_host(self, change: HostChange, journal: RunJournal, operations: list[Operation] | None = None, stage: str = "") -> HostResult:
         name = change.host.name
+        operations = change.operations if operations is None else operations
         if not change.reachable:
             return HostResult(name, "unreachable", detail=change.error or "")
-        if not change.operations:
+        if not operations:
             return HostResult(name, "unchanged")
         assert change.connection is not None
 
-        self.events.host_status(name, "applying")
+        self.events.host_status(name, f"applying{' (' + stage + ')' if stage else ''}")
         try:
-            payload = operations_payload(change.operations)
+            payload = operations_payload(operations)
         except PayloadError as error:
-            return HostResult(name, "failed", len(change.operations), 0, f"{error}; nothing was changed")
+            return HostResult(name, "failed", len(operations), 0, f"{error}; nothing was changed")
 
         try:
             results = change.connection.run_script(apply_changes_script(), {"Operations": payload})
@@ -203,42 +209,42 @@ class Executor:
             # host's state is unknown; the snapshot in the journal allows a revert.
             detail = f"{str(error).removeprefix(name + ': ')}; the host may be partly changed: run 'ipsec-deploy revert --run {journal.run_id}'"
             self.events.host_status(name, "failed")
-            return HostResult(name, "failed", len(change.operations), 0, detail)
+            return HostResult(name, "failed", len(operations), 0, detail)
 
-        return self._record_results(change, results, journal)
+        return self._record_results(change, operations, results, journal, stage)
 
-    def _record_results(self, change: HostChange, results: list[Any], journal: RunJournal) -> HostResult:
+    def _record_results(self, change: HostChange, operations: list[Operation], results: list[Any], journal: RunJournal, stage: str) -> HostResult:
         name = change.host.name
         applied = 0
         for record in results:
             if not isinstance(record, dict):
                 continue
             index = int(record.get("Index", -1))
-            if not 0 <= index < len(change.operations):
+            if not 0 <= index < len(operations):
                 continue
-            operation = change.operations[index]
+            operation = operations[index]
             if record.get("Status") == "Applied":
                 applied += 1
-                journal.record_operation(name, index, operation, "applied")
+                journal.record_operation(name, index, operation, "applied", stage=stage)
                 continue
 
             message = str(record.get("Message", "")).strip()
             undo_errors = [str(e) for e in record.get("UndoErrors") or []]
-            journal.record_operation(name, index, operation, "failed", message)
+            journal.record_operation(name, index, operation, "failed", message, stage=stage)
             detail = f"{operation.call.name} '{operation.name}' failed: {message}"
             if undo_errors:
                 detail += f"; undoing the {applied} applied operation(s) also failed: {'; '.join(undo_errors)}"
             else:
                 detail += f"; the {applied} operation(s) applied before it were undone"
             self.events.host_status(name, "failed, rolled back")
-            return HostResult(name, "failed", len(change.operations), 0, detail)
+            return HostResult(name, "failed", len(operations), 0, detail)
 
-        if applied != len(change.operations):
-            detail = f"the host confirmed {applied} of {len(change.operations)} operations"
+        if applied != len(operations):
+            detail = f"the host confirmed {applied} of {len(operations)} operations"
             self.events.host_status(name, "failed")
-            return HostResult(name, "failed", len(change.operations), applied, detail)
+            return HostResult(name, "failed", len(operations), applied, detail)
         self.events.host_status(name, "changed")
-        return HostResult(name, "changed", len(change.operations), applied)
+        return HostResult(name, "changed", len(operations), applied)
 
 
 def overall_result(results: list[HostResult]) -> str:

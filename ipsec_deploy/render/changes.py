@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..executor.diff import Operation
 from ..executor.journal import RunSummary
+from ..executor.rollout import RolloutReport
 from ..executor.run import ChangeSet, HostResult
 
 _SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
@@ -69,6 +70,20 @@ def print_results(results: list[HostResult], console: Console, run_id: str | Non
         colour = colours.get(result.status, "default")
         table.add_row(result.host, f"[{colour}]{result.status}[/{colour}]", str(result.operations), result.detail)
     console.print(table)
+
+
+def print_rollout(report: RolloutReport, console: Console) -> None:
+    """Say which rules stayed in Request, which hosts were restored or skipped, and which removals wait."""
+    if report.held_in_request:
+        console.print(f"[yellow]{len(report.held_in_request)} rule(s) stayed in Request because a pair did not verify (traffic may be clear, but nothing is dropped):[/yellow]")
+        for line in report.held_in_request:
+            console.print(f"  [yellow]{line}[/yellow]", highlight=False)
+    for host in report.restored_hosts:
+        console.print(f"[red]{host}: restored to its state before the run (--strict)[/red]")
+    for host in report.skipped_hosts:
+        console.print(f"[red]{host}: not changed: too many hosts failed in earlier batches[/red]")
+    for line in report.kept_for_peers:
+        console.print(f"[yellow]kept for now: {line}[/yellow]", highlight=False)
 
 
 def print_runs(runs: list[RunSummary], console: Console) -> None:

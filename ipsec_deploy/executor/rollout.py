@@ -1,0 +1,334 @@
+"""Staged rollout: never leave a pair with Require on one host while the peer lacks its rule.
+
+A Require rule drops every packet that arrives without an SA, so the order of
+changes across hosts matters. The rollout runs in three stages:
+
+1. lower, then request: first every existing Require rule that will change
+   or go is lowered to Request on every host; then every new or changed
+   rule goes in with Request inbound and outbound. Request negotiates IPsec
+   when the peer can and lets clear traffic through when it cannot, so no
+   pair can break. A host leaves unchanged any rule that covers a host which
+   could not lower its own rules, because that host's old Require rule still
+   needs it as a mirror.
+2. raise: the pairs are verified, and only rules whose every pair negotiated
+   as planned are raised to the security the plan asks for. A rule with a
+   failing pair stays in Request and is reported (``--strict`` instead
+   restores the pre-run state of the hosts with failing pairs).
+3. remove: rules and sets that the plan no longer has are removed, once
+   every managed peer they cover has passed the request stage.
+
+Each stage applies a host's operations in one pipeline that the host undoes
+by itself if a step fails, so after any failure a host is either at its
+previous stage or at the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+
+from ..objects import IPsecRule, MainModeRule, PlannedObject
+from ..planner.model import Plan
+from ..planner.traffic import address_covered
+from ..verify.classify import PairResult
+from ..verify.expectations import PairProbe
+from .diff import diff_host
+from .journal import RunJournal
+from .run import ChangeSet, Executor, HostChange, HostResult
+
+log = logging.getLogger("ipsec_deploy.rollout")
+
+Objects = dict[tuple[str, str], PlannedObject]
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    strict: bool = False
+    batch_size: int | None = None  # hosts per batch in the lower and request stages; None is all at once
+    max_fail_percent: float | None = None  # stop starting batches once more hosts than this have failed
+
+
+@dataclass
+class RolloutReport:
+    results: dict[str, HostResult] = field(default_factory=dict)
+    pair_results: list[PairResult] = field(default_factory=list)
+    held_in_request: list[str] = field(default_factory=list)  # "HOST: rule (reason)"
+    restored_hosts: list[str] = field(default_factory=list)
+    skipped_hosts: list[str] = field(default_factory=list)  # not started: too many failures
+    kept_for_peers: list[str] = field(default_factory=list)  # removals deferred because a peer failed
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status in ("failed", "unreachable") for r in self.results.values()) or bool(self.skipped_hosts)
+
+
+def _lowered(rule: IPsecRule) -> IPsecRule:
+    return replace(rule, inbound_security="Request", outbound_security="Request")
+
+
+def _needs_staging(rule: IPsecRule) -> bool:
+    return not rule.is_exemption and "Require" in (rule.inbound_security, rule.outbound_security)
+
+
+def stage_lower(current: Objects, desired: tuple[PlannedObject, ...]) -> Objects:
+    """Return one host's objects with every Require rule that will change or go lowered to Request."""
+    wanted = {(obj.kind, obj.name): obj for obj in desired}
+    stage = dict(current)
+    for key, obj in current.items():
+        if isinstance(obj, IPsecRule) and _needs_staging(obj) and wanted.get(key) != obj:
+            stage[key] = _lowered(obj)
+    return stage
+
+
+def stage_request(current: Objects, desired: tuple[PlannedObject, ...], frozen: set[str] = frozenset()) -> tuple[Objects, set[str]]:
+    """Return the request-stage objects of one host and the names of the rules lowered for it.
+
+    New and changed rules go in at Request; rules and sets the plan drops
+    stay, with the rules lowered to Request, until the remove stage. Rules
+    named in ``frozen`` keep their current form: a peer they cover still
+    holds its old rule, which needs them as its mirror.
+    """
+    stage: Objects = {}
+    lowered: set[str] = set()
+    for obj in desired:
+        key = (obj.kind, obj.name)
+        if obj.name in frozen and key in current:
+            stage[key] = current[key]
+        elif isinstance(obj, IPsecRule) and _needs_staging(obj) and current.get(key) != obj:
+            stage[key] = _lowered(obj)
+            lowered.add(obj.name)
+        else:
+            stage[key] = obj
+
+    for key, obj in current.items():
+        if key in stage:
+            continue
+        if isinstance(obj, IPsecRule) and _needs_staging(obj):
+            stage[key] = _lowered(obj)
+        else:
+            stage[key] = obj
+    return stage, lowered
+
+
+def removal_allowed(obj: PlannedObject, host: str, plan: Plan, passed_request: set[str]) -> bool:
+    """Return whether a dropped object may go: a rule only once every managed peer it covers passed the request stage."""
+    if not isinstance(obj, (IPsecRule, MainModeRule)):
+        return True
+    for host_plan in plan.hosts:
+        peer = host_plan.host
+        if peer.name == host:
+            continue
+        if any(address_covered(address, obj.remote_address) for address in peer.ip_addresses) and peer.name not in passed_request:
+            return False
+    return True
+
+
+class Rollout:
+    def __init__(self, executor: Executor, plan: Plan, journal: RunJournal, options: RolloutOptions | None = None) -> None:
+        self.executor = executor
+        self.plan = plan
+        self.journal = journal
+        self.options = options or RolloutOptions()
+
+    def run(self, change_set: ChangeSet, verify_pairs) -> RolloutReport:
+        """Run the three stages. ``verify_pairs`` takes host names and returns PairResults for their pairs."""
+        report = RolloutReport()
+        changes = {name: c for name, c in change_set.changes.items()}
+        desired = {name: {(o.kind, o.name): o for o in c.desired} for name, c in changes.items()}
+        expected: dict[str, Objects] = {name: dict(c.state.managed) for name, c in changes.items() if c.state is not None}
+
+        for name, change in changes.items():
+            if not change.reachable:
+                report.results[name] = HostResult(name, "unreachable", detail=change.error or "")
+            elif change.operations:
+                self.journal.write_snapshot(name, change.state.objects())
+        snapshots = {name: dict(objects) for name, objects in expected.items()}
+
+        # Stage 1a: lower every Require rule that will change or go, on every
+        # host, before any host changes what its rules cover.
+        lower_stage = {
+            name: stage_lower(expected[name], change.desired)
+            for name, change in changes.items()
+            if change.reachable and change.operations
+        }
+        passed_lower = {name for name, c in changes.items() if c.reachable and not c.operations}
+        passed_lower |= self._apply_stage("lower", changes, expected, lower_stage, report, batched=True)
+        blocked = self._blocked_hosts(changes, passed_lower)
+
+        # Stage 1b: request. A host leaves alone each existing rule that
+        # covers a host that could not lower its own rules.
+        lowered: dict[str, set[str]] = {}
+        request_stage: dict[str, Objects] = {}
+        for name, change in changes.items():
+            if name not in passed_lower or not change.operations:
+                continue
+            frozen = self._rules_covering(expected[name], blocked)
+            for rule_name in sorted(frozen):
+                if (IPsecRule.kind, rule_name) not in desired[name] or desired[name][(IPsecRule.kind, rule_name)] != expected[name][(IPsecRule.kind, rule_name)]:
+                    report.held_in_request.append(f"{name}: {rule_name} (kept unchanged: {', '.join(sorted(blocked))} could not lower its rules)")
+            request_stage[name], lowered[name] = stage_request(expected[name], change.desired, frozen)
+        passed_request = {name for name, c in changes.items() if c.reachable and not c.operations}
+        passed_request |= self._apply_stage("request", changes, expected, request_stage, report, batched=True)
+
+        # Stage 2: raise the verified pairs.
+        pair_results = verify_pairs(sorted(passed_request)) if any(lowered.get(h) for h in passed_request) else []
+        report.pair_results = pair_results
+        failing_hosts = self._hosts_with_failing_pairs(pair_results, lowered)
+        if self.options.strict and failing_hosts:
+            self._restore(sorted(failing_hosts), changes, expected, snapshots, report)
+            passed_request -= failing_hosts
+
+        raise_stage: dict[str, Objects] = {}
+        for name in sorted(passed_request):
+            if not lowered.get(name):
+                continue
+            stage = dict(expected[name])
+            for rule_name in sorted(lowered[name]):
+                key = (IPsecRule.kind, rule_name)
+                reason = self._hold_reason(name, rule_name, pair_results, passed_request)
+                if reason is None:
+                    stage[key] = desired[name][key]
+                else:
+                    report.held_in_request.append(f"{name}: {rule_name} ({reason})")
+            raise_stage[name] = stage
+        self._apply_stage("raise", changes, expected, raise_stage, report)
+
+        # Stage 3: remove what the plan dropped.
+        remove_stage: dict[str, Objects] = {}
+        for name in sorted(passed_request):
+            stage = dict(expected[name])
+            for key, obj in list(stage.items()):
+                if key in desired[name]:
+                    continue
+                if removal_allowed(obj, name, self.plan, passed_request):
+                    del stage[key]
+                else:
+                    report.kept_for_peers.append(f"{name}: {obj.name} (a peer it covers did not pass the request stage)")
+            if stage != expected[name]:
+                remove_stage[name] = self._keep_referenced_sets(stage, expected[name])
+        self._apply_stage("remove", changes, expected, remove_stage, report)
+
+        for name, change in changes.items():
+            report.results.setdefault(name, HostResult(name, "unchanged"))
+        return report
+
+    def _apply_stage(self, stage: str, changes: dict[str, HostChange], expected: dict[str, Objects], targets: dict[str, Objects], report: RolloutReport, batched: bool = False) -> set[str]:
+        """Apply each host's move from its expected objects to its stage objects; return the hosts that succeeded."""
+        work = []
+        for name, stage_objects in targets.items():
+            operations = diff_host(expected[name], tuple(stage_objects.values()), self.executor.policy_store)
+            if operations:
+                work.append((name, operations, stage_objects))
+        succeeded = {name for name in targets if not any(w[0] == name for w in work)}
+
+        batches = [work]
+        if batched and self.options.batch_size:
+            batches = [work[i : i + self.options.batch_size] for i in range(0, len(work), self.options.batch_size)]
+
+        failures = 0
+        total = len(work)
+        for batch_number, batch in enumerate(batches):
+            if batched and self._too_many_failures(failures, total):
+                for name, _, _ in [item for later in batches[batch_number:] for item in later]:
+                    report.skipped_hosts.append(name)
+                    report.results[name] = HostResult(name, "failed", detail="not started: too many hosts failed in earlier batches (--max-fail-percent)")
+                break
+
+            def run(item):
+                name, operations, stage_objects = item
+                return name, self.executor.apply_operations(changes[name], operations, self.journal, stage), stage_objects
+
+            for name, result, stage_objects in self.executor.parallel(batch, run):
+                previous = report.results.get(name)
+                if result.status == "changed":
+                    expected[name] = dict(stage_objects)
+                    succeeded.add(name)
+                    total_operations = result.operations + (previous.operations if previous else 0)
+                    if previous is None or previous.status == "changed":
+                        report.results[name] = HostResult(name, "changed", total_operations, total_operations)
+                else:
+                    failures += 1
+                    detail = f"{stage} stage: {result.detail}"
+                    report.results[name] = HostResult(name, "failed", result.operations, 0, detail)
+                self.journal.record_host(name, report.results[name].status, report.results[name].detail, report.results[name].operations)
+        return succeeded
+
+    def _blocked_hosts(self, changes: dict[str, HostChange], passed_lower: set[str]) -> set[str]:
+        """Return managed hosts that may still hold Require rules from before: unreachable, or failed to lower."""
+        return {name for name in changes if name not in passed_lower}
+
+    def _rules_covering(self, objects: Objects, hosts: set[str]) -> set[str]:
+        """Return the names of rules among ``objects`` whose remote addresses cover one of ``hosts``."""
+        if not hosts:
+            return set()
+        addresses = [address for host_plan in self.plan.hosts if host_plan.host.name in hosts for address in host_plan.host.ip_addresses]
+        return {
+            obj.name
+            for obj in objects.values()
+            if isinstance(obj, IPsecRule) and not obj.is_exemption and any(address_covered(a, obj.remote_address) for a in addresses)
+        }
+
+    def _too_many_failures(self, failures: int, total: int) -> bool:
+        limit = self.options.max_fail_percent
+        if limit is None or total == 0:
+            return False
+        return failures > math.floor(total * limit / 100)
+
+    @staticmethod
+    def _hosts_with_failing_pairs(pair_results: list[PairResult], lowered: dict[str, set[str]]) -> set[str]:
+        hosts = set()
+        for result in pair_results:
+            probe = result.probe
+            touched = probe.initiator_rule in lowered.get(probe.initiator, set()) or probe.responder_rule in lowered.get(probe.responder, set())
+            if touched and not result.passed and not probe.exemption:
+                hosts.update((probe.initiator, probe.responder))
+        return hosts
+
+    def _hold_reason(self, host: str, rule_name: str, pair_results: list[PairResult], passed_request: set[str]) -> str | None:
+        """Return why a lowered rule must stay in Request, or None when every pair it has passed."""
+        host_plan = self.plan.host(host)
+        rule = host_plan.object(IPsecRule.kind, rule_name)
+        assert isinstance(rule, IPsecRule)
+        for mirror in rule.mirrors:
+            if mirror.host not in passed_request:
+                return f"{mirror.host} did not take its mirror rule"
+            result = _pair_result(pair_results, host, rule_name, mirror.host, mirror.rule)
+            if result is None:
+                return f"the pair with {mirror.host} was not verified"
+            if not result.passed:
+                return f"the pair with {mirror.host}: {result.status}: {result.reason}"
+        return None
+
+    def _restore(self, hosts: list[str], changes: dict[str, HostChange], expected: dict[str, Objects], snapshots: dict[str, Objects], report: RolloutReport) -> None:
+        """Return hosts with failing pairs to their pre-run objects (--strict)."""
+        targets = {name: snapshots[name] for name in hosts}
+        restored = self._apply_stage("restore", changes, expected, targets, report)
+        for name in hosts:
+            if name in restored:
+                report.restored_hosts.append(name)
+                report.results[name] = HostResult(name, "failed", detail="a pair failed verification, so the host was restored to its state before the run (--strict)")
+                self.journal.record_host(name, "failed", report.results[name].detail)
+
+    @staticmethod
+    def _keep_referenced_sets(stage: Objects, current: Objects) -> Objects:
+        """Keep any set that a rule still in the stage references, so removal never breaks a reference."""
+        referenced = set()
+        for obj in stage.values():
+            if isinstance(obj, IPsecRule):
+                referenced.update(filter(None, (obj.phase1_auth_set, obj.phase2_auth_set, obj.quick_mode_crypto_set)))
+            elif isinstance(obj, MainModeRule):
+                referenced.update(filter(None, (obj.main_mode_crypto_set, obj.phase1_auth_set)))
+        for key, obj in current.items():
+            if key not in stage and obj.name in referenced:
+                stage[key] = obj
+        return stage
+
+
+def _pair_result(results: list[PairResult], host: str, rule: str, peer: str, peer_rule: str) -> PairResult | None:
+    for result in results:
+        probe: PairProbe = result.probe
+        ends = {(probe.initiator, probe.initiator_rule), (probe.responder, probe.responder_rule)}
+        if ends == {(host, rule), (peer, peer_rule)}:
+            return result
+    return None

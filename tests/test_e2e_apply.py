@@ -71,8 +71,8 @@ def test_changed_policy_touches_only_its_hosts(lab):
 
     changed = {name for name in after if after[name] != before[name]}
     assert changed == {"DB-SRV01", "REPORT-SRV01"}
-    # One Set- in the request stage, one to raise the verified pair.
-    assert after["DB-SRV01"] - before["DB-SRV01"] == 2
+    # One Set- each in the lower, request and raise stages.
+    assert after["DB-SRV01"] - before["DB-SRV01"] == 3
     assert "update ipsec_rule ipsec-deploy-rule-reports-sql-endpoint2" in result.stdout
     assert "update ipsec_rule ipsec-deploy-rule-reports-sql-endpoint1" in result.stdout
 

@@ -71,6 +71,8 @@ TOP_LEVEL_KEYS = (
     "policy_store",
     "allow_pre_shared_keys",
     "allow_weak_crypto",
+    "controller",
+    "management_exemption",
     "connection",
     "forests",
     "hosts",
@@ -119,6 +121,11 @@ POLICY_KEYS = (
 )
 EXEMPTION_KEYS = ("name", "endpoint1", "endpoint2", "protocol", "endpoint1_ports", "endpoint2_ports")
 OVERRIDE_KEYS = ("inbound_security", "outbound_security", "security", "auth", "crypto", "key_module")
+
+# The IPsec rule name the planner gives the management exemption is
+# <managed_group>-rule-management-exemption, so while it is planned no policy
+# or exemption may take this name.
+MANAGEMENT_EXEMPTION_NAME = "management-exemption"
 
 _MISSING = object()
 
@@ -310,6 +317,7 @@ class _InventoryReader:
         networks = self.read_networks(document, forests)
         hosts = self.read_hosts(document, default_connection, forests)
         groups = self.read_groups(document, hosts)
+        controller = self.read_controller(document, hosts, groups, networks)
         self.check_name_clashes(hosts, groups, networks)
         auth_profiles = self.read_auth_profiles(document, settings)
         crypto_profiles = self.read_crypto_profiles(document, settings)
@@ -318,6 +326,7 @@ class _InventoryReader:
         exemptions = self.read_policies(document, "exemptions", resolver, auth_profiles, crypto_profiles)
         policies = self.read_policies(document, "policies", resolver, auth_profiles, crypto_profiles)
         self.check_policy_names(exemptions + policies)
+        self.check_management_exemption(document, settings, controller, exemptions + policies)
         self.check_overrides(hosts, policies, exemptions, auth_profiles, crypto_profiles)
 
         if not hosts and "hosts" not in document:
@@ -336,6 +345,8 @@ class _InventoryReader:
             crypto_profiles=crypto_profiles,
             policies=tuple(policies),
             exemptions=tuple(exemptions),
+            controller=controller,
+            controller_location=self.loc(document.line_of("controller")) if "controller" in document else None,
             lab=document.get("lab"),
             lab_location=self.loc(document.line_of("lab")) if "lab" in document else None,
         )
@@ -357,7 +368,69 @@ class _InventoryReader:
             policy_store=store or DEFAULT_POLICY_STORE,
             allow_pre_shared_keys=self.boolean(document, "allow_pre_shared_keys", "the inventory", False),
             allow_weak_crypto=self.boolean(document, "allow_weak_crypto", "the inventory", False),
+            management_exemption=self.boolean(document, "management_exemption", "the inventory", False),
         )
+
+    def read_controller(self, document: SourceMap, hosts, groups, networks: dict[str, Network]) -> tuple[IPNetwork, ...]:
+        """Read the admin workstations' addresses: IP addresses, subnets or network names."""
+        if "controller" not in document:
+            return ()
+        line = document.line_of("controller")
+        items = self.sequence(document["controller"], line, "controller")
+        if items is None:
+            return ()
+        if not items:
+            self.error(line, "controller is empty: list the addresses of the admin workstations that run ipsec-deploy, or remove the key")
+            return ()
+        addresses: list[IPNetwork] = []
+        for index, item in enumerate(items):
+            item_line = items.line_of(index)
+            reference = str(item).strip()
+            if reference in networks:
+                if not networks[reference].addresses:
+                    self.error(item_line, f"network '{reference}' in controller has no addresses: add them under networks")
+                addresses.extend(networks[reference].addresses)
+            elif reference.lower() == "any":
+                self.error(item_line, "controller 'any' would take every address as the admin workstation: list its addresses or subnets")
+            elif _looks_like_address(reference):
+                network = self.ip_network(reference, item_line, "controller")
+                if network is None:
+                    continue
+                if network.prefixlen == 0:
+                    self.error(item_line, f"controller {reference} covers every address: list the admin workstations' addresses or subnets")
+                    continue
+                addresses.append(network)
+            elif reference in hosts or reference in groups:
+                kind = "host" if reference in hosts else "group"
+                self.error(
+                    item_line,
+                    f"controller '{reference}' is a {kind}: controller takes IP addresses, subnets or network names, "
+                    "so write the admin workstation's address",
+                )
+            else:
+                self.error(
+                    item_line,
+                    f"unknown network '{reference}' in controller{suggest(reference, networks)}: "
+                    "use an IP address, a subnet such as 10.0.9.0/24, or a name defined under networks",
+                )
+        return tuple(dict.fromkeys(addresses))
+
+    def check_management_exemption(self, document: SourceMap, settings: Settings, controller, policies: list[Policy]) -> None:
+        if not settings.management_exemption:
+            return
+        if not controller and "controller" not in document:
+            self.error(
+                document.line_of("management_exemption"),
+                "management_exemption: true needs the admin workstations' addresses, which are the remote side of the exemption: "
+                "add 'controller: [ADDRESS]' to the inventory",
+            )
+        for policy in policies:
+            if policy.name == MANAGEMENT_EXEMPTION_NAME:
+                kind = "exemption" if policy.is_exemption else "policy"
+                self.error(
+                    policy.location.line,
+                    f"{kind} name '{MANAGEMENT_EXEMPTION_NAME}' is taken by the exemption that management_exemption: true plans; rename the {kind}",
+                )
 
     def read_connection(self, value: Any, line: int, where: str, base: ConnectionSettings) -> ConnectionSettings:
         section = self.mapping(value, line, where)

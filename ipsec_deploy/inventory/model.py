@@ -203,6 +203,10 @@ class Settings:
     allow_pre_shared_keys: bool = False
     allow_weak_crypto: bool = False
 
+    # Plan an exemption for the controller's WinRM traffic on every host
+    # with IPsec rules (see ipsec_deploy.planner.management).
+    management_exemption: bool = False
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -216,6 +220,11 @@ class Inventory:
     crypto_profiles: dict[str, CryptoProfile]
     policies: tuple[Policy, ...]
     exemptions: tuple[Policy, ...]
+
+    # Addresses and subnets of the admin workstations that run ipsec-deploy,
+    # with the line of the ``controller`` key.
+    controller: tuple[IPNetwork, ...] = ()
+    controller_location: Location | None = None
 
     # The raw ``lab`` section, read only by the lab simulator.
     lab: Any = None

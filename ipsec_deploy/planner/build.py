@@ -10,6 +10,7 @@ re-planning an unchanged inventory yields the same names.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 
 from ..inventory.model import Endpoint, Host, Inventory, Policy
@@ -25,6 +26,7 @@ from ..objects import (
     QuickModeCryptoSet,
 )
 from .checks import check_plan
+from .management import MANAGEMENT_EXEMPTION_POLICY, check_management_paths, management_addresses
 from .model import HostPlan, MirrorPair, Plan, sort_objects
 
 
@@ -157,6 +159,14 @@ def build_plan(inventory: Inventory) -> Plan:
 
     pairs = _link_mirrors(inventory, per_host, rule_index)
 
+    # Added after the mirrors are linked: the controller is not a managed
+    # host, so this exemption has no mirror and forms no pair.
+    if inventory.settings.management_exemption and inventory.controller:
+        for host in inventory.hosts.values():
+            exemption = _management_exemption(inventory, namer, host, per_host[host.name].values())
+            if exemption is not None:
+                per_host[host.name][(exemption.kind, exemption.name)] = exemption
+
     host_plans = tuple(
         HostPlan(inventory.hosts[name], sort_objects(list(per_host[name].values())))
         for name in sorted(inventory.hosts)
@@ -172,6 +182,7 @@ def build_plan(inventory: Inventory) -> Plan:
         (),
     )
     check_plan(inventory, plan, problems)
+    check_management_paths(inventory, plan, problems)
     problems.raise_if_errors()
     return replace(plan, warnings=tuple(problems.warnings))
 
@@ -240,6 +251,37 @@ def _objects_for_side(inventory: Inventory, namer: _Namer, policy: Policy, side:
         )
     )
     return objects
+
+
+def _management_exemption(inventory: Inventory, namer: _Namer, host: Host, planned) -> IPsecRule | None:
+    """Plan the exemption for the controller's WinRM traffic to a host that has IPsec rules, or None."""
+    if not any(isinstance(obj, IPsecRule) and not obj.is_exemption for obj in planned):
+        return None
+    local = management_addresses(host)
+    families = {address.version for address in local}
+    # A rule whose local and remote addresses are of different IP versions
+    # can never match, so only controller addresses of the host's versions
+    # are listed. A host without a known address gets any local address.
+    remote = [network for network in inventory.controller if not families or network.version in families]
+    if not remote:
+        return None
+    group = inventory.settings.managed_group
+    name = MANAGEMENT_EXEMPTION_POLICY
+    return IPsecRule(
+        namer.rule(name, ""),
+        f"{group} exemption {name}",
+        namer.description(f"exemption {name}, WinRM from the controller"),
+        group,
+        policy=name,
+        inbound_security="None",
+        outbound_security="None",
+        local_address=canonical_addresses(ipaddress.ip_network(address) for address in local),
+        remote_address=canonical_addresses(remote),
+        protocol="TCP",
+        local_port=(str(host.connection.effective_port),),
+        remote_port=(),
+        key_module="Default",
+    )
 
 
 def _link_mirrors(inventory: Inventory, per_host, rule_index) -> list[MirrorPair]:

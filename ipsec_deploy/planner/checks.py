@@ -101,9 +101,11 @@ class _PlanChecker:
         for host_plan in self.plan.hosts:
             for rule in host_plan.rules:
                 rules_per_policy[rule.policy] = rules_per_policy.get(rule.policy, 0) + 1
-                policy = self.policies[rule.policy]
+                # Exemptions have no key module to check, and the planned
+                # management exemption has no policy in the inventory.
                 if rule.is_exemption:
                     continue
+                policy = self.policies[rule.policy]
                 location = self.policy_location(policy, host_plan.host)
                 for reason in self.key_module_problems(rule):
                     key_module_problems.setdefault((location, policy.name, reason), []).append(host_plan.host.name)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from rich.table import Table
 from ipsec_deploy.inventory.model import Inventory, Location
 from ipsec_deploy.inventory.problems import InventoryError, Problem
 from ipsec_deploy.lab.netsecurity import CmdletError, HostFacts, LabHost, LabNetwork, NetSecurityHandler
+from ipsec_deploy.lab.netsecurity.management import management_blocked
 from ipsec_deploy.lab.server import LabListener
 from ipsec_deploy.lab.topology import LabTopology, load_topology
 
@@ -80,7 +81,7 @@ def start_lab(inventory: Inventory, state_dir: str | Path | None = None,
     topology = load_topology(inventory)
     if state_dir is not None:
         topology = LabTopology(topology.inventory_path, topology.password, Path(state_dir), topology.hosts,
-                               topology.location)
+                               topology.location, topology.controller_address)
     network = LabNetwork(topology.state_dir)
     lab = RunningLab(topology, network)
 
@@ -98,6 +99,9 @@ def start_lab(inventory: Inventory, state_dir: str | Path | None = None,
                 faults=settings.faults,
                 machine_name=name,
             )
+            # The WinRM port the controller connects to is the listener's
+            # real port, known only after a start on port 0.
+            listener.admit = _management_admission(network, lab.hosts[name], topology.controller_address, lambda listener=listener: listener.port)
             try:
                 listener.start()
             except OSError as error:
@@ -112,6 +116,18 @@ def start_lab(inventory: Inventory, state_dir: str | Path | None = None,
         lab.stop()
         raise
     return lab
+
+
+def _management_admission(network: LabNetwork, host: LabHost, controller_address: str | None, winrm_port: Callable[[], int]):
+    """Return the listener's admission check: drop requests the host's IPsec rules would drop."""
+    if controller_address is None:
+        return None
+
+    def admit() -> bool:
+        with network.transaction():
+            return not management_blocked(host, controller_address, winrm_port())
+
+    return admit
 
 
 def _add_host(network: LabNetwork, facts: HostFacts, foreign_rules_location: Location | None,

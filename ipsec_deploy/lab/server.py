@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Callable, Any
 
 from pypsrp.encryption import WinRMEncryption
 from pypsrp.exceptions import WinRMError
@@ -176,6 +176,18 @@ class _LabRequestHandler(BaseHTTPRequestHandler):
         if faults.drop_after_requests is not None and request_number > faults.drop_after_requests:
             listener.round_trips.add("dropped")
             log.info("dropped request %d on %s (drop_after_requests fault)", request_number, listener.endpoint)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+
+        if listener.admit is not None and not listener.admit():
+            # The simulated host's IPsec policy drops the controller's clear
+            # WinRM traffic: the client sees the connection go silent.
+            listener.round_trips.add("dropped")
+            log.info("dropped request %d on %s: the host's IPsec rules require IPsec from the controller", request_number, listener.endpoint)
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -340,6 +352,7 @@ class LabListener:
         machine_name: str | None = None,
         max_receive_wait: float | None = None,
         split_pool_open: bool = False,
+        admit: Callable[[], bool] | None = None,
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError("scheme must be 'http' or 'https', got %r" % scheme)
@@ -347,6 +360,9 @@ class LabListener:
         self.host = str(self.address)
         self.scheme = scheme
         self.faults = faults or FaultPlan()
+        # Called before each request; False drops it, as a host whose IPsec
+        # policy blocks the client would.
+        self.admit = admit
         self.round_trips = RoundTripCounters()
         self.machine_name = machine_name or "LAB-" + self.host.replace(".", "-").replace(":", "")
         self.authenticator = Authenticator(dict(accounts or {}), tuple(auth))

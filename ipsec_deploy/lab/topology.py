@@ -28,7 +28,7 @@ from ipsec_deploy.lab.netsecurity import CmdletError, CmdletFault, HostFacts, Ma
 from ipsec_deploy.lab.netsecurity.binding import Binder
 from ipsec_deploy.lab.netsecurity.spec import load_spec
 
-LAB_KEYS = ("password", "state_dir", "hosts")
+LAB_KEYS = ("password", "state_dir", "controller_address", "hosts")
 HOST_KEYS = ("scheme", "domain", "forest", "certificates", "trusted_forests", "foreign_rules", "open_ports", "ikeext_running", "faults")
 CERTIFICATE_KEYS = ("subject", "issuer", "root_ca")
 FAULT_KEYS = ("refuse_connections", "latency_seconds", "reject_credentials", "drop_after_requests", "fail_cmdlets")
@@ -63,6 +63,10 @@ class LabTopology:
     state_dir: Path
     hosts: dict[str, LabHostSettings] = field(default_factory=dict)
     location: Location | None = None
+
+    # The admin workstation's address in the simulated network; when set,
+    # a host whose rules require IPsec from it drops the WinRM session.
+    controller_address: str | None = None
 
 
 def default_state_dir(inventory_path: str) -> Path:
@@ -134,7 +138,11 @@ class _LabSectionReader(_InventoryReader):
             endpoints[key] = name
             hosts[name] = settings
 
-        return LabTopology(inventory.path, password or "", state_dir, hosts, inventory.lab_location)
+        controller = None
+        if "controller_address" in section:
+            parsed = self.ip_address(section["controller_address"], section.line_of("controller_address"), "controller_address of the lab section")
+            controller = str(parsed) if parsed is not None else None
+        return LabTopology(inventory.path, password or "", state_dir, hosts, inventory.lab_location, controller)
 
     # Host entries
 

@@ -23,13 +23,14 @@ from .executor.journal import DEFAULT_JOURNAL_DIR, JournalError, RunJournal, lis
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .inventory import Inventory, InventoryError, load_inventory
-from .planner import Plan, build_plan
+from .planner import Plan, build_plan, management_path_problems
 from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout, print_runs
 from .render.json_plan import plan_to_json, render_json
 from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
 from .render.verification import print_report, render_report_json
 from .transport.credentials import CredentialSource, FixedCredentials
+from .transport.local_address import local_address_towards
 from .transport.psrp import RetryPolicy, psrp_connector
 from .verify.expectations import plan_probes
 from .verify.run import Verifier, VerifyOptions
@@ -261,6 +262,7 @@ def run_change(
     reverts: str | None = None,
     after_apply: Callable[[ChangeSet], bool] | None = None,
     apply_changes: Callable[[ChangeSet, RunJournal], list] | None = None,
+    check_before_apply: Callable[[ChangeSet], list[str]] | None = None,
 ) -> None:
     """Read, show, confirm, journal and apply; exits with the command's status.
 
@@ -281,6 +283,13 @@ def run_change(
         if not change_set.has_changes:
             stdout.print("No changes: every reachable host already holds its planned objects.")
             raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
+
+        blockers = check_before_apply(change_set) if check_before_apply is not None else []
+        if blockers:
+            for blocker in blockers:
+                stderr.print(f"[red]error: {blocker}[/red]")
+            stderr.print("[red]Refusing to apply: nothing was changed.[/red]")
+            raise typer.Exit(EXIT_FAILED)
 
         hosts_to_change = sum(1 for c in change_set.changes.values() if c.operations)
         confirm_or_exit(yes, f"Apply these changes to {hosts_to_change} host(s)?")
@@ -368,7 +377,23 @@ def apply(
         print_rollout(report, stdout)
         return list(report.results.values())
 
-    with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
+    with host_access(the_inventory, lab, lab_state, attempts) as (connector, running_lab):
+
+        def management_check(change_set: ChangeSet) -> list[str]:
+            # The controller's address towards each host is what the host
+            # sees as the source of the WinRM traffic; with --lab, the lab's
+            # simulated controller address stands for it.
+            addresses: list = list(the_inventory.controller)
+            for change in change_set.changes.values():
+                if change.reachable:
+                    local = local_address_towards(change.host.address, change.host.connection.effective_port)
+                    if local:
+                        addresses.append(local)
+            if running_lab is not None and running_lab.topology.controller_address:
+                addresses.append(running_lab.topology.controller_address)
+            conflicts = management_path_problems(the_plan, addresses)
+            return [conflict.describe(the_inventory.settings.management_exemption) for conflict in conflicts]
+
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
         run_change(
             executor,
@@ -383,6 +408,7 @@ def apply(
             # Without verification there is nothing to raise pairs on, so
             # --no-verify applies the planned security directly.
             apply_changes=None if no_verify else staged_rollout,
+            check_before_apply=management_check,
         )
 
 

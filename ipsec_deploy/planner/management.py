@@ -78,12 +78,18 @@ def management_addresses(host: Host) -> tuple[IPAddress, ...]:
     """Return the addresses the controller reaches the host's WinRM listener on.
 
     That is ``address`` when it is an IP address. A DNS name can resolve to
-    any of the host's data-plane ``ip`` addresses, so all of them count.
+    any of the host's data-plane ``ip`` addresses, so all of them count. So
+    does a loopback address: no remote host is managed over loopback, so it
+    marks a local stand-in for the host (the lab), and the host's real
+    addresses are its data-plane ones.
     """
     try:
-        return (to_network(host.address).network_address,)
+        address = to_network(host.address).network_address
     except ValueError:
         return tuple(host.ip_addresses)
+    if address.is_loopback and host.ip_addresses:
+        return tuple(host.ip_addresses)
+    return (address,)
 
 
 def management_path_problems(

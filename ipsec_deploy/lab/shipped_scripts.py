@@ -223,11 +223,16 @@ def _single_filter(filters: list[Any]) -> dict[str, Any]:
 # apply_changes.ps1
 
 
-def _invoke_operation(host: LabHost, operation: Any) -> list[Any]:
-    """Run one operation as the script's Invoke-Operation does: check the allow-list, build proposals, run with -ErrorAction Stop."""
+def _invoke_operation(host: LabHost, operation: Any, allowed: tuple[str, ...] = ALLOWED_CMDLETS,
+                      rejection: str = "ipsec-deploy does not run the cmdlet '{}'.") -> list[Any]:
+    """Run one operation as the script's Invoke-Operation does: check the allow-list, build proposals, run with -ErrorAction Stop.
+
+    ``allowed`` and ``rejection`` (a message with ``{}`` for the cmdlet) are
+    the script's $allowedCmdlets and throw text; the restore script has its own.
+    """
     command = powershell_string(hashtable_value(operation, "Cmdlet"))
-    if command.lower() not in (name.lower() for name in ALLOWED_CMDLETS):
-        raise thrown_error(f"ipsec-deploy does not run the cmdlet '{command}'.")
+    if command.lower() not in (name.lower() for name in allowed):
+        raise thrown_error(rejection.format(command))
 
     # $parameters is a hashtable, so a proposal parameter replaces a plain
     # parameter of the same name whatever its case.
@@ -240,7 +245,7 @@ def _invoke_operation(host: LabHost, operation: Any) -> list[Any]:
         for key, items in proposals.items():
             built: list[Any] = []
             for proposal in foreach_items(items):
-                built += _invoke_operation(host, proposal)
+                built += _invoke_operation(host, proposal, allowed, rejection)
             parameters[str(key).lower()] = (str(key), built)
 
     arguments: list[tuple[str | None, Any]] = list(parameters.values())
@@ -312,10 +317,11 @@ SHIPPED_SCRIPTS = (
 def register_shipped_scripts(registry: ScriptRegistry = DEFAULT_SCRIPTS) -> list[str]:
     """Register each shipped script whose text matches its counterpart; return the names of those that do not."""
     # Imported here because the verification counterparts build on this module.
+    from ipsec_deploy.lab.shipped_restore_scripts import RESTORE_SHIPPED_SCRIPTS, register_restore_task_script
     from ipsec_deploy.lab.shipped_verify_scripts import VERIFY_SHIPPED_SCRIPTS
 
     stale = []
-    for script in SHIPPED_SCRIPTS + VERIFY_SHIPPED_SCRIPTS:
+    for script in SHIPPED_SCRIPTS + VERIFY_SHIPPED_SCRIPTS + RESTORE_SHIPPED_SCRIPTS:
         if script.current_sha256() != script.sha256:
             logger.warning("the lab has no counterpart for the changed script %s; update %s",
                            script.file_name, __name__)
@@ -323,6 +329,8 @@ def register_shipped_scripts(registry: ScriptRegistry = DEFAULT_SCRIPTS) -> list
             continue
         counterpart: ScriptCounterpart = script.counterpart
         registry.register(script.text(), counterpart)
+    if "arm_restore.ps1" not in stale:
+        register_restore_task_script(registry)
     return stale
 
 

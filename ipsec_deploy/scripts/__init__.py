@@ -34,3 +34,15 @@ def apply_changes_script() -> FixedScript:
 
 def read_security_associations_script() -> FixedScript:
     return load_script("read_security_associations")
+
+
+def arm_restore_script() -> FixedScript:
+    return load_script("arm_restore")
+
+
+def disarm_restore_script() -> FixedScript:
+    return load_script("disarm_restore")
+
+
+def list_restores_script() -> FixedScript:
+    return load_script("list_restores")

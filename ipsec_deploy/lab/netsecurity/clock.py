@@ -12,7 +12,8 @@ class LabClock:
     """Simulated UTC time shared by every host of a lab network.
 
     Time moves only when a test calls ``advance`` or ``set``; event
-    timestamps and SA lifetimes are measured on it.
+    timestamps, SA lifetimes and scheduled task deadlines are measured on
+    it. The network's ``on_change`` runs the tasks that become due.
     """
 
     def __init__(self, now: datetime = DEFAULT_START, on_change: Callable[[], None] | None = None) -> None:

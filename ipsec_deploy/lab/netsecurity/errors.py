@@ -160,7 +160,7 @@ def not_emulated(name: str) -> CmdletError:
     """A command that exists on Windows but that this simulator does not implement."""
     record = error_record(
         f"The ipsec-deploy lab does not emulate '{name}'. It runs the NetSecurity cmdlets, "
-        "Test-NetConnection, Get-WinEvent, Get-CimInstance and the scripts ipsec-deploy ships.",
+        "Test-NetConnection, Get-WinEvent, Get-CimInstance, Get-ScheduledTask and the scripts ipsec-deploy ships.",
         "LabCommandNotEmulated", "NotImplemented", name,
         exception_type="System.NotSupportedException", target_name=name,
     )

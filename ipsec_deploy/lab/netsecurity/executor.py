@@ -11,6 +11,7 @@ from ipsec_deploy.lab.netsecurity import (  # noqa: F401 (fill CMDLETS)
     host_cmdlets,
     policy_cmdlets,
     proposal_cmdlets,
+    tasks,
 )
 from ipsec_deploy.lab.netsecurity.binding import Binder, BoundCommand
 from ipsec_deploy.lab.netsecurity.context import CMDLETS, CmdletContext
@@ -34,7 +35,7 @@ WINDOWS_CORE_COMMANDS = frozenset(name.lower() for name in (
     "Out-String", "Out-Null", "Out-Default", "Write-Output", "Write-Host", "ConvertTo-Json", "ConvertFrom-Json",
     "Get-Date", "Get-Service", "Get-Item", "Get-ChildItem", "Get-Command", "Get-Module", "Import-Module",
     "Invoke-Command", "Invoke-Expression", "Get-NetFirewallRule", "New-NetFirewallRule", "Get-NetIPAddress",
-    "Get-ScheduledTask", "Register-ScheduledTask", "Restart-Service", "gpupdate",
+    "Register-ScheduledTask", "Restart-Service", "gpupdate",
 ))
 NAME_PARAMETERS = ("IPsecRuleName", "Name", "DisplayName", "NewName", "Group")
 

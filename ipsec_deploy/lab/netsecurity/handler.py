@@ -12,7 +12,8 @@ class NetSecurityHandler:
     """Runs decoded pipelines on one simulated Windows Server 2019 host (a simulator, not Windows).
 
     Each pipeline runs under the lab network's lock, after reloading state
-    other processes saved, and the state is saved when it ends.
+    other processes saved and running the scheduled tasks that are due, and
+    the state is saved when it ends.
     """
 
     def __init__(self, host: LabHost, scripts: ScriptRegistry | None = None) -> None:
@@ -26,4 +27,5 @@ class NetSecurityHandler:
 
     def run_pipeline(self, request: PipelineRequest) -> PipelineResult:
         with self.host.network.transaction():
+            self.host.network.run_due_tasks()
             return run_pipeline(self.host, request, self.scripts)

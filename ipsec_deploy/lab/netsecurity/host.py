@@ -37,6 +37,10 @@ class HostState:
     next_record_id: int = 1000
     next_sa_id: int = 1
     gpo_sessions: dict[str, str] = field(default_factory=dict)  # session id -> GPO store name
+    # Scheduled tasks by lower-case task name, and files by lower-case full
+    # path; see tasks.py. State saved before they existed loads as empty.
+    scheduled_tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +55,8 @@ class HostState:
             "next_record_id": self.next_record_id,
             "next_sa_id": self.next_sa_id,
             "gpo_sessions": self.gpo_sessions,
+            "scheduled_tasks": self.scheduled_tasks,
+            "files": self.files,
         }
 
     @classmethod
@@ -67,6 +73,8 @@ class HostState:
             next_record_id=data["next_record_id"],
             next_sa_id=data["next_sa_id"],
             gpo_sessions=data["gpo_sessions"],
+            scheduled_tasks=data.get("scheduled_tasks", {}),
+            files=data.get("files", {}),
         )
 
 

@@ -29,6 +29,7 @@ from ipsec_deploy.lab.netsecurity.clock import LabClock
 from ipsec_deploy.lab.netsecurity.facts import HostFacts
 from ipsec_deploy.lab.netsecurity.host import HostState, LabHost
 from ipsec_deploy.lab.netsecurity.store import PolicyStore
+from ipsec_deploy.lab.netsecurity.tasks import run_due_tasks as run_host_due_tasks
 
 
 def _write_json_atomically(path: Path, data: Any) -> None:
@@ -130,13 +131,27 @@ class LabNetwork:
         return self.state_dir / "hosts" / f"{computer_name.upper()}.json"
 
     def _clock_changed(self) -> None:
-        # Inside a transaction the clock is saved when it ends. Outside one,
-        # save now, keeping the new time over the one on disk.
-        if self._depth > 0 or self.state_dir is None:
+        # Inside a transaction the clock is saved when it ends, and due tasks
+        # run at the start of the next pipeline. Outside one, save now,
+        # keeping the new time over the one on disk, and run the due tasks.
+        if self._depth > 0:
             return
         now = self.clock.to_json()
         with self.transaction():
             self.clock.load_json(now)
+            self.run_due_tasks()
+
+    # Scheduled tasks
+
+    def run_due_tasks(self) -> dict[str, list[str]]:
+        """Run every host's scheduled tasks whose deadline the lab clock has passed; return task names by host."""
+        ran: dict[str, list[str]] = {}
+        with self.transaction():
+            for host in self.hosts.values():
+                names = run_host_due_tasks(host)
+                if names:
+                    ran[host.name] = names
+        return ran
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

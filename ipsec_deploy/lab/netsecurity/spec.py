@@ -3,7 +3,7 @@
 The NetSecurity signatures come from ``ipsec_deploy/data/netsecurity-spec.json``,
 which was generated from Microsoft's Windows Server 2019 help pages. The few
 other cmdlets the lab emulates (Test-NetConnection, Get-WinEvent,
-Get-CimInstance) are written out below in the same shape, from their help
+Get-CimInstance, Get-ScheduledTask) are written out below in the same shape, from their help
 pages, with only the parameters the lab needs plus the ones a caller would
 plausibly send.
 """
@@ -205,8 +205,9 @@ def _param(name: str, type_: str, *, sets: tuple[str, ...] = (ALL_SETS,), mandat
 
 def _extra_cmdlets() -> list[CmdletSpec]:
     """Signatures of the non-NetSecurity cmdlets the lab emulates (a subset of their parameters)."""
-    # NOTE: these three signatures list only part of each cmdlet's parameters;
-    # a parameter Windows has but the list lacks is rejected as unknown.
+    # NOTE: the first three signatures list only part of each cmdlet's
+    # parameters; a parameter Windows has but the list lacks is rejected as
+    # unknown. Get-ScheduledTask lists all of its parameters.
     test_net_connection = CmdletSpec(
         name="Test-NetConnection",
         parameters={p.name: p for p in [
@@ -247,7 +248,22 @@ def _extra_cmdlets() -> list[CmdletSpec]:
         parameter_sets=("ClassNameComputerSet",),
         default_parameter_set="ClassNameComputerSet",
     )
-    return [test_net_connection, get_win_event, get_cim_instance]
+    # From the Windows Server 2019 help page of Get-ScheduledTask (ScheduledTasks module).
+    get_scheduled_task = CmdletSpec(
+        name="Get-ScheduledTask",
+        parameters={p.name: p for p in [
+            ParameterSpec("TaskName", "String[]", (ALL_SETS,), False, 0, (), pipeline_by_property_name=True,
+                          accepts_wildcards=True),
+            ParameterSpec("TaskPath", "String[]", (ALL_SETS,), False, 1, (), pipeline_by_property_name=True,
+                          accepts_wildcards=True),
+            _param("CimSession", "CimSession[]", aliases=("Session",)),
+            _param("ThrottleLimit", "Int32"),
+            _param("AsJob", "SwitchParameter"),
+        ]},
+        parameter_sets=("Default",),
+        default_parameter_set="Default",
+    )
+    return [test_net_connection, get_win_event, get_cim_instance, get_scheduled_task]
 
 
 def _spec_text() -> str:

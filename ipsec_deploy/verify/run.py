@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
 from ..executor.state import HostState, StateError, parse_host_state
 from ..objects import IPsecRule
 from ..planner.model import Plan
@@ -169,25 +171,36 @@ class Verifier:
         moment; a pair whose probe failed will not get SAs by waiting.
         """
         hosts = [p.initiator for p in probes] + [p.responder for p in probes]
-        deadline = time.monotonic() + self.options.timeout
         sas: dict[str, HostSAs] = {}
-        while True:
+
+        def read_all() -> list[PairProbe]:
             for host, outcome in self._on_hosts(hosts, self._read_sas).items():
                 if isinstance(outcome, HostSAs):
                     sas[host] = outcome
                 else:
                     report.host_errors[host] = outcome
-            waiting = [
+            return [
                 p
                 for p in probes
                 if not p.exemption
                 and outcomes.get(id(p)) is not False
                 and classify(p, sas.get(p.initiator, HostSAs()), sas.get(p.responder, HostSAs()), outcomes.get(id(p))).status not in PASSING
             ]
-            if not waiting or time.monotonic() >= deadline:
-                return sas
-            log.info("waiting for SAs of %d pair(s)", len(waiting))
-            self.sleep(self.options.interval)
+
+        def log_wait(state: RetryCallState) -> None:
+            waiting = state.outcome.result() if state.outcome else []
+            log.info("waiting for the SAs of %d pair(s), attempt %d", len(waiting), state.attempt_number)
+
+        retrying = Retrying(
+            retry=retry_if_result(bool),
+            stop=stop_after_delay(self.options.timeout),
+            wait=wait_fixed(self.options.interval),
+            sleep=self.sleep,
+            before_sleep=log_wait,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
+        )
+        retrying(read_all)
+        return sas
 
     def _attach_events(self, results: list[PairResult]) -> None:
         """Add the newest IPsec failure events of both hosts to each failing pair."""

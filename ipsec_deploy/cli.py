@@ -11,6 +11,7 @@ import json
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm
 
+from .executor.confirm import disarm_restore, pending_restores
 from .executor.journal import DEFAULT_JOURNAL_DIR, JournalError, RunJournal, list_runs, load_snapshots
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
@@ -29,6 +31,7 @@ from .render.json_plan import plan_to_json, render_json
 from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
 from .render.verification import print_report, render_report_json
+from .transport.base import RemoteCommandFailed, TransportError
 from .transport.credentials import CredentialSource, FixedCredentials
 from .transport.local_address import local_address_towards
 from .transport.psrp import RetryPolicy, psrp_connector
@@ -218,6 +221,23 @@ VERIFY_TIMEOUT_OPTION = typer.Option(30.0, "--verify-timeout", min=0.0, help="Se
 LAB_STATE_OPTION = typer.Option(None, "--lab-state", help="With --lab: directory of the lab hosts' state.", file_okay=False)
 
 
+def remove_leftover_restores(change_set: ChangeSet) -> None:
+    """Remove restore tasks that a crashed run left armed on the hosts.
+
+    Left in place, such a task would later put a host back to that run's
+    snapshot and undo whatever this command does.
+    """
+    for name, change in sorted(change_set.changes.items()):
+        if change.connection is None:
+            continue
+        try:
+            for restore in pending_restores(change.connection):
+                disarm_restore(change.connection, restore.run_id)
+                stdout.print(f"{name}: removed the pending restore task of run {restore.run_id}")
+        except (TransportError, RemoteCommandFailed) as error:
+            stderr.print(f"[yellow]{name}: cannot check for pending restore tasks: {error}[/yellow]")
+
+
 @contextmanager
 def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None, attempts: int = 3):
     """Yield (connector, lab) for the hosts; with --lab, start the lab for the duration."""
@@ -263,6 +283,7 @@ def run_change(
     after_apply: Callable[[ChangeSet], bool] | None = None,
     apply_changes: Callable[[ChangeSet, RunJournal], list] | None = None,
     check_before_apply: Callable[[ChangeSet], list[str]] | None = None,
+    after_prepare: Callable[[ChangeSet], None] | None = None,
 ) -> None:
     """Read, show, confirm, journal and apply; exits with the command's status.
 
@@ -274,6 +295,8 @@ def run_change(
         executor.events = events
         change_set = executor.prepare(targets)
     try:
+        if after_prepare is not None and not dry_run:
+            after_prepare(change_set)
         print_change_set(change_set, stdout)
         unreachable = bool(change_set.unreachable)
 
@@ -336,6 +359,13 @@ def apply(
     max_fail_percent: Optional[float] = typer.Option(
         None, "--max-fail-percent", min=0.0, max=100.0, help="Stop starting new batches once more than this percentage of hosts failed."
     ),
+    confirm_timeout: float = typer.Option(
+        10.0,
+        "--confirm-timeout",
+        min=1.0,
+        help="Minutes a changed host waits for this run to confirm it; a host the run loses (or a run that crashes) "
+        "restores its objects from before the run by itself after that.",
+    ),
 ) -> None:
     """Push the plan to the hosts over WinRM, idempotently, in stages.
 
@@ -372,7 +402,12 @@ def apply(
             probes = [p for p in plan_probes(the_plan, probe_ports) if p.initiator in hosts and p.responder in hosts]
             return verifier.verify(the_plan, probes).pairs
 
-        options = RolloutOptions(strict=strict, batch_size=batch_size, max_fail_percent=max_fail_percent)
+        options = RolloutOptions(
+            strict=strict,
+            batch_size=batch_size,
+            max_fail_percent=max_fail_percent,
+            confirm_timeout=timedelta(minutes=confirm_timeout),
+        )
         report = Rollout(executor, the_plan, journal, options).run(change_set, verify_pairs)
         print_rollout(report, stdout)
         return list(report.results.values())
@@ -409,6 +444,7 @@ def apply(
             # --no-verify applies the planned security directly.
             apply_changes=None if no_verify else staged_rollout,
             check_before_apply=management_check,
+            after_prepare=remove_leftover_restores,
         )
 
 
@@ -446,9 +482,10 @@ def revert(
         raise typer.Exit(EXIT_FAILED)
 
     targets = [(the_inventory.hosts[name], tuple(objects)) for name, objects in sorted(snapshots.items())]
+
     with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, metadata.get("policy_store", the_inventory.settings.policy_store), metadata.get("managed_group", the_inventory.settings.managed_group), forks)
-        run_change(executor, targets, journal_dir, "revert", str(inventory), dry_run, yes, reverts=run_id)
+        run_change(executor, targets, journal_dir, "revert", str(inventory), dry_run, yes, reverts=run_id, after_prepare=remove_leftover_restores)
 
 
 def run_verification(inventory: Inventory, the_plan: Plan, sessions: dict, timeout: float):
@@ -505,7 +542,7 @@ def runs(
     """List the runs in the journal: run id, kind, time, hosts and result, oldest first."""
     found = list_runs(journal_dir)
     if output_format == VerifyFormat.json:
-        typer.echo(json.dumps([asdict(run) for run in found], indent=2))
+        typer.echo(json.dumps([{**asdict(run), "pending_confirmation": run.pending_hosts} for run in found], indent=2))
         return
     if not found:
         stdout.print(f"No runs in {journal_dir / 'runs'}.")

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,12 @@ class RunSummary:
     hosts: dict[str, Any]
     result: str
     reverts: str | None
+    restores: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pending_hosts(self) -> list[str]:
+        """Hosts whose restore task this run armed and never confirmed."""
+        return sorted(host for host, restore in self.restores.items() if restore.get("state") == "armed")
 
 
 class RunJournal:
@@ -133,6 +139,12 @@ class RunJournal:
             self._metadata["hosts"][host] = {"status": status, "detail": detail, "changes": changes}
             self._save_metadata()
 
+    def record_restore(self, host: str, task: str, deadline: str, state: str) -> None:
+        """Record the state of a host's restore task: armed, confirmed or restored."""
+        with self._lock:
+            self._metadata.setdefault("restores", {})[host] = {"task": task, "deadline": deadline, "state": state}
+            self._save_metadata()
+
     def finish(self, result: str) -> None:
         with self._lock:
             self._metadata["result"] = result
@@ -163,7 +175,7 @@ def list_runs(root: Path) -> list[RunSummary]:
         except JournalError:
             summaries.append(RunSummary(directory.name, "?", "?", {}, "unreadable", None))
             continue
-        summaries.append(RunSummary(data["run_id"], data.get("kind", "?"), data.get("started", "?"), data.get("hosts", {}), data.get("result", "?"), data.get("reverts")))
+        summaries.append(RunSummary(data["run_id"], data.get("kind", "?"), data.get("started", "?"), data.get("hosts", {}), data.get("result", "?"), data.get("reverts"), data.get("restores", {})))
     return summaries
 
 

@@ -27,14 +27,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 
 from ..objects import IPsecRule, MainModeRule, PlannedObject
 from ..planner.model import Plan
 from ..planner.traffic import address_covered
 from ..verify.classify import PairResult
 from ..verify.expectations import PairProbe
+from ..transport.base import RemoteCommandFailed, TransportError
+from .confirm import ArmedRestore, arm_restore, disarm_restore
 from .diff import diff_host
 from .journal import RunJournal
+from .payload import PayloadError
 from .run import ChangeSet, Executor, HostChange, HostResult
 
 log = logging.getLogger("ipsec_deploy.rollout")
@@ -45,6 +49,10 @@ Objects = dict[tuple[str, str], PlannedObject]
 @dataclass(frozen=True)
 class RolloutOptions:
     strict: bool = False
+
+    # How long a host waits for the run to confirm it before restoring its
+    # pre-run objects by itself; None arms no restore.
+    confirm_timeout: timedelta | None = timedelta(minutes=10)
     batch_size: int | None = None  # hosts per batch in the lower and request stages; None is all at once
     max_fail_percent: float | None = None  # stop starting batches once more hosts than this have failed
 
@@ -57,6 +65,7 @@ class RolloutReport:
     restored_hosts: list[str] = field(default_factory=list)
     skipped_hosts: list[str] = field(default_factory=list)  # not started: too many failures
     kept_for_peers: list[str] = field(default_factory=list)  # removals deferred because a peer failed
+    pending_restores: list[str] = field(default_factory=list)  # "HOST: restores itself at ..." when not confirmed
 
     @property
     def failed(self) -> bool:
@@ -134,6 +143,7 @@ class Rollout:
     def run(self, change_set: ChangeSet, verify_pairs) -> RolloutReport:
         """Run the three stages. ``verify_pairs`` takes host names and returns PairResults for their pairs."""
         report = RolloutReport()
+        self._verify_pairs = verify_pairs
         changes = {name: c for name, c in change_set.changes.items()}
         desired = {name: {(o.kind, o.name): o for o in c.desired} for name, c in changes.items()}
         expected: dict[str, Objects] = {name: dict(c.state.managed) for name, c in changes.items() if c.state is not None}
@@ -144,6 +154,67 @@ class Rollout:
             elif change.operations:
                 self.journal.write_snapshot(name, change.state.objects())
         snapshots = {name: dict(objects) for name, objects in expected.items()}
+
+        # Before the first change on a host, leave on it a restore of its
+        # snapshot that fires at the deadline unless this run confirms it.
+        armed = self._arm(changes, report)
+        try:
+            self._stages(changes, desired, expected, snapshots, report)
+        finally:
+            # Confirm the hosts still reachable, also after Ctrl-C: the run
+            # has not lost them. A host it cannot reach keeps its restore
+            # armed, and so does every host if the controller dies.
+            self._confirm(changes, armed, report)
+
+        for name, change in changes.items():
+            report.results.setdefault(name, HostResult(name, "unchanged"))
+        return report
+
+    def _arm(self, changes: dict[str, HostChange], report: RolloutReport) -> dict[str, ArmedRestore]:
+        armed: dict[str, ArmedRestore] = {}
+        if self.options.confirm_timeout is None:
+            return armed
+        deadline = datetime.now(timezone.utc) + self.options.confirm_timeout
+
+        def arm(change: HostChange):
+            try:
+                return change.host.name, arm_restore(change.connection, self.journal.run_id, self.executor.group, self.executor.policy_store, change.state.objects(), deadline), None
+            except (TransportError, RemoteCommandFailed, PayloadError, ValueError) as error:
+                return change.host.name, None, str(error).removeprefix(f"{change.host.name}: ")
+
+        to_arm = [c for c in changes.values() if c.reachable and c.operations]
+        for name, restore, error in self.executor.parallel(to_arm, arm):
+            if restore is None:
+                # Without a way back, the host is not changed at all.
+                changes[name].operations = []
+                report.results[name] = HostResult(name, "failed", detail=f"cannot leave the restore task on the host, so it was not changed: {error}")
+                self.journal.record_host(name, "failed", report.results[name].detail)
+            else:
+                armed[name] = restore
+                self.journal.record_restore(name, restore.task_name, restore.deadline.isoformat(), "armed")
+        return armed
+
+    def _confirm(self, changes: dict[str, HostChange], armed: dict[str, ArmedRestore], report: RolloutReport) -> None:
+        def disarm(name: str):
+            try:
+                return name, disarm_restore(changes[name].connection, self.journal.run_id), None
+            except (TransportError, RemoteCommandFailed) as error:
+                return name, None, str(error).removeprefix(f"{name}: ")
+
+        for name, result, error in self.executor.parallel(sorted(armed), disarm):
+            if result is None:
+                deadline = armed[name].deadline.isoformat(timespec="seconds")
+                report.pending_restores.append(f"{name}: not confirmed ({error}); it restores its objects from before the run at {deadline}")
+                continue
+            if result.restore_ran:
+                report.results[name] = HostResult(name, "failed", detail="the host restored its objects from before the run before the run could confirm it")
+                self.journal.record_host(name, "failed", report.results[name].detail)
+                self.journal.record_restore(name, armed[name].task_name, armed[name].deadline.isoformat(), "restored")
+            else:
+                self.journal.record_restore(name, armed[name].task_name, armed[name].deadline.isoformat(), "confirmed")
+
+    def _stages(self, changes: dict[str, HostChange], desired: dict[str, Objects], expected: dict[str, Objects], snapshots: dict[str, Objects], report: RolloutReport) -> None:
+        """Lower, request, raise and remove; see the module docstring."""
 
         # Stage 1a: lower every Require rule that will change or go, on every
         # host, before any host changes what its rules cover.
@@ -172,7 +243,7 @@ class Rollout:
         passed_request |= self._apply_stage("request", changes, expected, request_stage, report, batched=True)
 
         # Stage 2: raise the verified pairs.
-        pair_results = verify_pairs(sorted(passed_request)) if any(lowered.get(h) for h in passed_request) else []
+        pair_results = self._verify_pairs(sorted(passed_request)) if any(lowered.get(h) for h in passed_request) else []
         report.pair_results = pair_results
         failing_hosts = self._hosts_with_failing_pairs(pair_results, lowered)
         if self.options.strict and failing_hosts:
@@ -208,10 +279,6 @@ class Rollout:
             if stage != expected[name]:
                 remove_stage[name] = self._keep_referenced_sets(stage, expected[name])
         self._apply_stage("remove", changes, expected, remove_stage, report)
-
-        for name, change in changes.items():
-            report.results.setdefault(name, HostResult(name, "unchanged"))
-        return report
 
     def _apply_stage(self, stage: str, changes: dict[str, HostChange], expected: dict[str, Objects], targets: dict[str, Objects], report: RolloutReport, batched: bool = False) -> set[str]:
         """Apply each host's move from its expected objects to its stage objects; return the hosts that succeeded."""

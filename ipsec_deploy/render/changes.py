@@ -84,6 +84,8 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
         console.print(f"[red]{host}: not changed: too many hosts failed in earlier batches[/red]")
     for line in report.kept_for_peers:
         console.print(f"[yellow]kept for now: {line}[/yellow]", highlight=False)
+    for line in report.pending_restores:
+        console.print(f"[red]{line}[/red]", highlight=False)
 
 
 def print_runs(runs: list[RunSummary], console: Console) -> None:
@@ -96,7 +98,10 @@ def print_runs(runs: list[RunSummary], console: Console) -> None:
     for run in runs:
         hosts = ", ".join(f"{name} ({info.get('status', '?')})" for name, info in sorted(run.hosts.items())) or "-"
         kind = run.kind + (f" of {run.reverts}" if run.reverts else "")
-        table.add_row(run.run_id, kind, run.started, hosts, run.result)
+        result = run.result
+        if run.pending_hosts:
+            result += f"\nconfirmation pending on {', '.join(run.pending_hosts)}"
+        table.add_row(run.run_id, kind, run.started, hosts, result)
     console.print(table)
 
 

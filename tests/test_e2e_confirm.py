@@ -1,0 +1,83 @@
+"""Commit-confirmed apply end to end: confirmed runs leave nothing behind; lost hosts restore themselves."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from ipsec_deploy.executor.rollout import Rollout
+from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, managed_names, query_host, run_cli, with_password_env
+
+PASSWORD = "Lab-Passw0rd"
+HOSTS = ("APP-SRV01", "DB-SRV01", "REPORT-SRV01", "PARTNER-APP01")
+
+
+@pytest.fixture
+def lab(lab_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(EXAMPLE_LAB)
+    return running, with_password_env(inventory), tmp_path / "journal"
+
+
+def apply(inventory, journal, *extra):
+    return run_cli("apply", str(inventory), "--yes", "--journal-dir", str(journal), "--verify-timeout", "0", *extra)
+
+
+def restore_tasks(inventory, host) -> list:
+    return query_host(inventory, host, PASSWORD, "Get-ScheduledTask", {"TaskName": "ipsec-deploy-restore-*"})
+
+
+def crash_before_confirmation(monkeypatch) -> None:
+    """Make the run end as if the controller died after its changes: nothing confirms the hosts."""
+    monkeypatch.setattr(Rollout, "_confirm", lambda self, changes, armed, report: None)
+
+
+def test_confirmed_run_leaves_no_restore_task(lab):
+    running, inventory, journal = lab
+    result = apply(inventory, journal)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    for host in HOSTS:
+        assert restore_tasks(inventory, host) == []
+    run = json.loads(next((journal / "runs").glob("*/run.json")).read_text())
+    assert {restore["state"] for restore in run["restores"].values()} == {"confirmed"}
+    listing = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+    assert listing[0]["pending_confirmation"] == []
+
+
+def test_lost_controller_hosts_restore_themselves(lab, monkeypatch):
+    running, inventory, journal = lab
+    before = {host: managed_names(inventory, host, PASSWORD) for host in HOSTS}
+    crash_before_confirmation(monkeypatch)
+    assert apply(inventory, journal).exit_code == 0
+    assert managed_names(inventory, "DB-SRV01", PASSWORD) != before["DB-SRV01"]
+    assert len(restore_tasks(inventory, "DB-SRV01")) == 1
+    listing = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+    assert listing[0]["pending_confirmation"] == ["APP-SRV01", "DB-SRV01", "PARTNER-APP01", "REPORT-SRV01"]
+
+    # Nothing happens before the deadline; after it every host is back.
+    run = json.loads(next((journal / "runs").glob("*/run.json")).read_text())
+    deadline = max(restore["deadline"] for restore in run["restores"].values())
+
+    running.network.clock.set(datetime.fromisoformat(deadline) - timedelta(minutes=1))
+    assert managed_names(inventory, "DB-SRV01", PASSWORD) != before["DB-SRV01"]
+    running.network.clock.set(datetime.fromisoformat(deadline) + timedelta(minutes=1))
+    for host in HOSTS:
+        assert managed_names(inventory, host, PASSWORD) == before[host]
+        assert restore_tasks(inventory, host) == []
+
+
+def test_revert_removes_leftover_restore_tasks(lab, monkeypatch):
+    running, inventory, journal = lab
+    crash_before_confirmation(monkeypatch)
+    assert apply(inventory, journal).exit_code == 0
+    monkeypatch.undo()
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+
+    result = run_cli("revert", str(inventory), "--yes", "--journal-dir", str(journal))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "DB-SRV01: removed the pending restore task of run" in result.stdout
+    for host in HOSTS:
+        assert restore_tasks(inventory, host) == []
+        assert managed_names(inventory, host, PASSWORD) == set()

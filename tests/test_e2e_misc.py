@@ -1,0 +1,108 @@
+"""Smaller end-to-end behaviours: overlap warnings, retry logging, and 'lab up' as a command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, run_cli, with_password_env
+
+PASSWORD = "Lab-Passw0rd"
+
+OVERLAPPING_RULE = """\
+        - IPsecRuleName: old-sql-rule
+          DisplayName: Old SQL rule
+          Group: DBA team
+          RemoteAddress: [10.0.1.0/24]
+          Protocol: TCP
+          LocalPort: ["1433"]
+          InboundSecurity: Require
+          OutboundSecurity: Request
+"""
+
+
+def test_overlapping_foreign_rule_is_warned_and_kept(lab_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    text = EXAMPLE_LAB.read_text(encoding="utf-8")
+    anchor = "      foreign_rules:\n"
+    assert anchor in text
+    running, inventory = lab_factory(text.replace(anchor, anchor + OVERLAPPING_RULE, 1))
+    inventory = with_password_env(inventory)
+
+    result = run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(tmp_path / "j"))
+    assert result.exit_code == 0
+    assert "warning: unmanaged rule 'Old SQL rule' (group 'DBA team', Require/Request) overlaps planned rule" in result.stdout
+    assert "legacy-backup-agent" not in result.stdout  # it covers no planned traffic
+
+
+def test_retries_are_logged_with_host(lab_factory, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(EXAMPLE_LAB)
+    inventory = with_password_env(inventory)
+    running.listeners["DB-SRV01"].refuse_connections(True)
+
+    with caplog.at_level(logging.WARNING, logger="ipsec_deploy.transport"):
+        result = run_cli("apply", str(inventory), "--dry-run", "--attempts", "2", "--journal-dir", str(tmp_path / "j"))
+    assert result.exit_code == 1
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert any(message.startswith("DB-SRV01: opening the session failed") and "attempt 2 of 2" in message for message in retries)
+    assert not any(message.startswith("APP-SRV01") for message in retries)
+
+
+def test_rejected_credentials_are_not_retried(lab_factory, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv(PASSWORD_VARIABLE, "wrong-password")
+    running, inventory = lab_factory(EXAMPLE_LAB)
+    inventory = with_password_env(inventory)
+    with caplog.at_level(logging.WARNING, logger="ipsec_deploy.transport"):
+        result = run_cli("apply", str(inventory), "--dry-run", "--attempts", "3", "--journal-dir", str(tmp_path / "j"))
+    assert result.exit_code == 1
+    assert "rejected the credentials" in result.stdout
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert "wrong-password" not in result.stdout + result.stderr + caplog.text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_lab_up_serves_until_interrupted(tmp_path):
+    port = free_port()
+    inventory = tmp_path / "one.yaml"
+    inventory.write_text(
+        "connection: {transport: http, auth: negotiate, username: 'CORP\\\\ipsec-admin'}\n"
+        "forests: {corp.example: {}}\n"
+        f"hosts:\n  SRV01: {{address: 127.0.0.1, connection: {{port: {port}}}, ip: [10.0.1.10], domain: corp.example}}\n"
+        "lab: {password: Lab-Passw0rd}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ipsec_deploy.cli", "lab", "up", str(inventory), "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, COLUMNS="160"),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the lab host never listened")
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "not Windows" in output
+    assert f"127.0.0.1:{port}" in output
+    assert "Traceback" not in output

@@ -41,6 +41,7 @@ from .verify.run import Verifier, VerifyOptions
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as shells report a process ended by SIGINT
 
 app = typer.Typer(
     name="ipsec-deploy",
@@ -320,12 +321,17 @@ def run_change(
         journal = RunJournal.create(journal_dir, kind, inventory_path, executor.policy_store, executor.group, reverts)
         if plan_document is not None:
             journal.write_plan(plan_document)
-        with ProgressEvents(stderr, names) as events:
-            executor.events = events
-            if apply_changes is not None:
-                results = apply_changes(change_set, journal)
-            else:
-                results = executor.apply(change_set, journal)
+        try:
+            with ProgressEvents(stderr, names) as events:
+                executor.events = events
+                if apply_changes is not None:
+                    results = apply_changes(change_set, journal)
+                else:
+                    results = executor.apply(change_set, journal)
+        except KeyboardInterrupt:
+            journal.finish("interrupted")
+            stderr.print(f"[red]Interrupted. Each host is at a completed stage; 'ipsec-deploy revert --run {journal.run_id}' restores the hosts.[/red]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         result = overall_result(results)
         journal.finish(result)
         print_results(results, stdout, journal.run_id)

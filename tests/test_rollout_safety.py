@@ -222,6 +222,8 @@ def fault_points() -> list[tuple[str, str]]:
             points.append((host, fail_cmdlet("New-NetIPsecRule", call)))
         for call in range(1, 3):
             points.append((host, fail_cmdlet("New-NetIPsecMainModeRule", call)))
+        points.append((host, fail_cmdlet("New-NetIPsecPhase1AuthSet", 1)))
+        points.append((host, fail_cmdlet("New-NetIPsecMainModeCryptoSet", 1)))
         points.append((host, fail_cmdlet("New-NetIPsecQuickModeCryptoSet", 1)))
         for call in range(1, 4):
             points.append((host, fail_cmdlet("Set-NetIPsecRule", call)))
@@ -252,7 +254,9 @@ def test_invariant_under_ctrl_c(start, monkeypatch, interrupt_at):
 
     monkeypatch.setattr(Executor, "apply_operations", interrupting)
     result = apply(inventory, journal)
-    assert result.exit_code != 0 or calls["count"] < interrupt_at
+    if calls["count"] >= interrupt_at:
+        assert result.exit_code == 130
+        assert "Interrupted." in result.stderr
     assert invariant_violations(running, ADDRESSES) == []
 
 

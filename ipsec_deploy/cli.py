@@ -56,8 +56,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-stdout = Console(highlight=False)
-stderr = Console(stderr=True, highlight=False)
+# No emoji codes: "file.yaml:100:" must not print as an emoji.
+stdout = Console(highlight=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
 @app.callback()
@@ -110,8 +111,8 @@ def select_hosts(inventory: Inventory, limit: str | None) -> set[str]:
 def report_inventory_error(error: InventoryError) -> None:
     errors = [p for p in error.problems if p.severity == "error"]
     for problem in error.problems:
-        style = "red" if problem.severity == "error" else "yellow"
-        stderr.print(f"[{style}]{problem}[/{style}]")
+        # Problems quote inventory text, which must not be read as markup.
+        stderr.print(str(problem), style="red" if problem.severity == "error" else "yellow", markup=False)
     stderr.print(f"[bold red]{len(errors)} error(s): the inventory is invalid and nothing was planned.[/bold red]")
 
 
@@ -125,7 +126,7 @@ def load_plan(inventory_path: Path, limit: str | None) -> tuple[Inventory, Plan]
         report_inventory_error(error)
         raise typer.Exit(EXIT_FAILED) from None
     except UsageError as error:
-        stderr.print(f"[red]error: {error}[/red]")
+        stderr.print(f"error: {error}", style="red", markup=False)
         raise typer.Exit(EXIT_USAGE) from None
     return inventory, plan.limited_to(selected)
 
@@ -178,7 +179,7 @@ def plan(
 
     if output_format != PlanFormat.table:
         for warning in the_plan.warnings:
-            stderr.print(f"[yellow]{warning.location}: warning: {warning.message}[/yellow]")
+            stderr.print(f"{warning.location}: warning: {warning.message}", style="yellow", markup=False)
 
 
 def write_scripts(the_plan: Plan, out: Path | None) -> None:
@@ -301,19 +302,21 @@ def run_change(
         print_change_set(change_set, stdout)
         unreachable = bool(change_set.unreachable)
 
+        # Checked before the dry-run exit, so a dry run in the change window
+        # shows what the real run would refuse.
+        blockers = check_before_apply(change_set) if check_before_apply is not None else []
+        for blocker in blockers:
+            stderr.print(f"error: {blocker}", style="red", markup=False)
+        if blockers and not dry_run:
+            stderr.print("Refusing to apply: nothing was changed.", style="red")
+            raise typer.Exit(EXIT_FAILED)
+
         if dry_run:
             stdout.print("Dry run: nothing was changed.")
-            raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
+            raise typer.Exit(EXIT_FAILED if unreachable or blockers else EXIT_OK)
         if not change_set.has_changes:
-            stdout.print("No changes: every reachable host already holds its planned objects.")
+            stdout.print("No changes: every reachable host already holds the objects this command wants.")
             raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
-
-        blockers = check_before_apply(change_set) if check_before_apply is not None else []
-        if blockers:
-            for blocker in blockers:
-                stderr.print(f"[red]error: {blocker}[/red]")
-            stderr.print("[red]Refusing to apply: nothing was changed.[/red]")
-            raise typer.Exit(EXIT_FAILED)
 
         hosts_to_change = sum(1 for c in change_set.changes.values() if c.operations)
         confirm_or_exit(yes, f"Apply these changes to {hosts_to_change} host(s)?")
@@ -386,11 +389,13 @@ def apply(
     """
     the_inventory, the_plan = load_plan(inventory, limit)
     for warning in the_plan.warnings:
-        stderr.print(f"[yellow]{warning.location}: warning: {warning.message}[/yellow]")
+        stderr.print(f"{warning.location}: warning: {warning.message}", style="yellow", markup=False)
     targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
 
     def sessions_of(change_set: ChangeSet) -> dict:
         return {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
+
+    held_in_request: list[str] = []
 
     def verify_after_apply(change_set: ChangeSet) -> bool:
         if no_verify:
@@ -398,7 +403,9 @@ def apply(
         stdout.print()
         report = run_verification(the_inventory, the_plan, sessions_of(change_set), verify_timeout)
         print_report(report, stdout)
-        return report.passed
+        # A rule left in Request is not at the planned security, whatever
+        # its SAs show.
+        return report.passed and not held_in_request
 
     def staged_rollout(change_set: ChangeSet, journal: RunJournal) -> list:
         probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
@@ -415,6 +422,7 @@ def apply(
             confirm_timeout=timedelta(minutes=confirm_timeout),
         )
         report = Rollout(executor, the_plan, journal, options).run(change_set, verify_pairs)
+        held_in_request.extend(report.held_in_request)
         print_rollout(report, stdout)
         return list(report.results.values())
 
@@ -476,7 +484,7 @@ def revert(
     try:
         run_id, metadata, snapshots = load_snapshots(journal_dir, run)
     except JournalError as error:
-        stderr.print(f"[red]error: {error}[/red]")
+        stderr.print(f"error: {error}", style="red", markup=False)
         raise typer.Exit(EXIT_FAILED) from None
     if not snapshots:
         stdout.print(f"Run {run_id} changed no host; nothing to revert.")

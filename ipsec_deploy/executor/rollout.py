@@ -357,7 +357,10 @@ class Rollout:
         host_plan = self.plan.host(host)
         rule = host_plan.object(IPsecRule.kind, rule_name)
         assert isinstance(rule, IPsecRule)
+        in_run = {host_plan.host.name for host_plan in self.plan.hosts}
         for mirror in rule.mirrors:
+            if mirror.host not in in_run:
+                return f"its peer {mirror.host} is not part of this run (--limit), so the pair cannot be verified"
             if mirror.host not in passed_request:
                 return f"{mirror.host} did not take its mirror rule"
             result = _pair_result(pair_results, host, rule_name, mirror.host, mirror.rule)

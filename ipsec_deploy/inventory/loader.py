@@ -356,7 +356,10 @@ class _InventoryReader:
         if group is not None and not NAME_PATTERN.match(group):
             self.error(document.line_of("managed_group"), f"invalid managed_group {group!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         store = self.string(document, "policy_store", "the inventory", DEFAULT_POLICY_STORE)
-        if store is not None and not (store in ("PersistentStore", "localhost") or "\\" in store.strip("\\")):
+        known = match_choice(store, ("PersistentStore", "localhost")) if store is not None else None
+        if known is not None:
+            store = known
+        elif store is not None and "\\" not in store.strip("\\"):
             self.error(
                 document.line_of("policy_store"),
                 f"invalid policy_store {store!r}: use PersistentStore (the host's local policy) or a GPO "

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -44,7 +45,7 @@ def print_change_set(change_set: ChangeSet, console: Console) -> None:
     for name in sorted(change_set.changes):
         change = change_set.changes[name]
         if not change.reachable:
-            console.print(f"[bold]{name}[/bold]: [red]not read: {change.error}[/red]")
+            console.print(f"[bold]{name}[/bold]: [red]not read: {escape(change.error or '')}[/red]")
             continue
         if not change.operations:
             console.print(f"[bold]{name}[/bold]: no changes")
@@ -56,7 +57,7 @@ def print_change_set(change_set: ChangeSet, console: Console) -> None:
                 for line in changed_fields(operation):
                     console.print(f"      {line}", highlight=False)
         for warning in change.warnings:
-            console.print(f"  [yellow]warning: {warning}[/yellow]")
+            console.print(f"  [yellow]warning: {escape(warning)}[/yellow]")
 
 
 def print_results(results: list[HostResult], console: Console, run_id: str | None) -> None:
@@ -68,7 +69,7 @@ def print_results(results: list[HostResult], console: Console, run_id: str | Non
     colours = {"changed": "green", "unchanged": "default", "failed": "red", "unreachable": "red"}
     for result in sorted(results, key=lambda r: r.host):
         colour = colours.get(result.status, "default")
-        table.add_row(result.host, f"[{colour}]{result.status}[/{colour}]", str(result.operations), result.detail)
+        table.add_row(result.host, f"[{colour}]{result.status}[/{colour}]", str(result.operations), escape(result.detail))
     console.print(table)
 
 
@@ -77,15 +78,15 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
     if report.held_in_request:
         console.print(f"[yellow]{len(report.held_in_request)} rule(s) stayed in Request because a pair did not verify (traffic may be clear, but nothing is dropped):[/yellow]")
         for line in report.held_in_request:
-            console.print(f"  [yellow]{line}[/yellow]", highlight=False)
+            console.print(f"  [yellow]{escape(line)}[/yellow]", highlight=False)
     for host in report.restored_hosts:
         console.print(f"[red]{host}: restored to its state before the run (--strict)[/red]")
     for host in report.skipped_hosts:
         console.print(f"[red]{host}: not changed: too many hosts failed in earlier batches[/red]")
     for line in report.kept_for_peers:
-        console.print(f"[yellow]kept for now: {line}[/yellow]", highlight=False)
+        console.print(f"[yellow]kept for now: {escape(line)}[/yellow]", highlight=False)
     for line in report.pending_restores:
-        console.print(f"[red]{line}[/red]", highlight=False)
+        console.print(f"[red]{escape(line)}[/red]", highlight=False)
 
 
 def print_runs(runs: list[RunSummary], console: Console) -> None:

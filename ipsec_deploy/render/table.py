@@ -99,4 +99,4 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print()
         console.print(f"[bold yellow]{len(plan.warnings)} warning(s)[/bold yellow]")
         for warning in plan.warnings:
-            console.print(f"[yellow]{warning.location}: {warning.message}[/yellow]", highlight=False)
+            console.print(f"{warning.location}: {warning.message}", style="yellow", highlight=False, markup=False, emoji=False)

@@ -7,12 +7,13 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ..verify.classify import CLEAR, DIFFERENT, ENCRYPTED, EXEMPT, FAILING, NOT_EXEMPT, ONE_SIDED, SKIPPED
+from ..verify.classify import CLEAR, DIFFERENT, ENCRYPTED, EXEMPT, FAILING, NOT_EXEMPT, ONE_SIDED, RULE_MISSING, SKIPPED
 from ..verify.run import VerifyReport
 
-_COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "yellow", CLEAR: "red", FAILING: "red", ONE_SIDED: "red", NOT_EXEMPT: "red"}
+_COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "yellow", CLEAR: "red", FAILING: "red", ONE_SIDED: "red", NOT_EXEMPT: "red", RULE_MISSING: "red"}
 
 
 def print_report(report: VerifyReport, console: Console) -> None:
@@ -28,15 +29,18 @@ def print_report(report: VerifyReport, console: Console) -> None:
             detail += f" (negotiated: {result.negotiated})"
         for event in result.events:
             detail += f"\n{event}"
-        table.add_row(result.probe.policy, result.probe.label, f"[{colour}]{result.status}[/{colour}]", detail)
+        table.add_row(result.probe.policy, result.probe.label, f"[{colour}]{result.status}[/{colour}]", escape(detail))
     console.print(table)
 
     for finding in report.exemption_findings:
-        console.print(f"[red]{finding}[/red]")
+        console.print(f"[red]{escape(finding)}[/red]")
     for host, error in sorted(report.host_errors.items()):
-        console.print(f"[red]{host}: not verified: {error}[/red]")
+        console.print(f"[red]{host}: not verified: {escape(error)}[/red]")
     passed = sum(1 for r in report.pairs if r.passed)
-    verdict = "[green]every pair is as planned[/green]" if report.passed else "[red]some pairs are not as planned[/red]"
+    if not report.pairs:
+        console.print("No pair to verify: no mirrored pair has both hosts in this run (see --limit).")
+        return
+    verdict = "[green]every pair is as planned[/green]" if report.passed else "[red]some pairs or hosts are not as planned[/red]"
     console.print(f"{passed} of {len(report.pairs)} pair(s) as planned: {verdict}")
 
 

@@ -37,6 +37,7 @@ ONE_SIDED = "one-sided"
 EXEMPT = "exempt"
 NOT_EXEMPT = "exemption not effective"
 SKIPPED = "not verified"
+RULE_MISSING = "rule missing"
 
 PASSING = frozenset({ENCRYPTED, EXEMPT})
 

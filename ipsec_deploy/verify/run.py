@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
@@ -16,7 +16,7 @@ from ..objects import IPsecRule
 from ..planner.model import Plan
 from ..scripts import read_security_associations_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
-from .classify import FAILING, PASSING, HostSAs, PairResult, classify, parse_sas
+from .classify import FAILING, PASSING, RULE_MISSING, HostSAs, PairResult, classify, parse_sas
 from .expectations import PairProbe
 
 log = logging.getLogger("ipsec_deploy.verify")
@@ -71,6 +71,8 @@ class Verifier:
             return dict(zip(names, pool.map(work, names)))
 
     def _call(self, host: str, action: Callable[[HostConnection], Any]) -> Any:
+        if host not in self.sessions:
+            raise TransportError(host, "no session to this host")
         with self._locks[host]:
             return action(self.sessions[host])
 
@@ -99,6 +101,12 @@ class Verifier:
             if probe.initiator in report.host_errors or probe.responder in report.host_errors:
                 report.pairs.append(PairResult(probe, FAILING, "a host could not be read: " + report.host_errors.get(probe.initiator, report.host_errors.get(probe.responder, ""))))
                 continue
+            missing = self._missing_rules(plan, probe, states)
+            if missing:
+                # SAs outlive the rules that made them, so SAs alone do not
+                # prove that the pair is configured as planned.
+                report.pairs.append(PairResult(probe, RULE_MISSING, missing))
+                continue
             result = classify(probe, sas.get(probe.initiator, HostSAs()), sas.get(probe.responder, HostSAs()), outcomes.get(id(probe)))
             report.pairs.append(result)
 
@@ -112,6 +120,28 @@ class Verifier:
             return parse_host_state(records)
         except (TransportError, RemoteCommandFailed, StateError) as error:
             return str(error)
+
+    @staticmethod
+    def _missing_rules(plan: Plan, probe: PairProbe, states: dict[str, HostState]) -> str:
+        """Describe each of the pair's planned rules that a host lacks or holds for other traffic; '' when both are there.
+
+        The security is not compared: during a staged apply the rules are in
+        Request on purpose.
+        """
+        problems = []
+        for host, rule_name in ((probe.initiator, probe.initiator_rule), (probe.responder, probe.responder_rule)):
+            state = states.get(host)
+            planned = plan.host(host).object(IPsecRule.kind, rule_name)
+            if state is None or not isinstance(planned, IPsecRule):
+                continue
+            current = state.managed.get((IPsecRule.kind, rule_name))
+            if current is None:
+                problems.append(f"{host} lacks rule '{rule_name}'")
+            elif replace(current, inbound_security=planned.inbound_security, outbound_security=planned.outbound_security) != planned:
+                problems.append(f"{host} holds rule '{rule_name}' in another form than planned")
+        if not problems:
+            return ""
+        return "; ".join(problems) + " (changed behind the tool's back?): run apply"
 
     def _check_exemptions(self, plan: Plan, states: dict[str, HostState]) -> list[str]:
         """Report planned exemptions that a host lacks or holds in another form."""

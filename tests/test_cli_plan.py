@@ -111,3 +111,21 @@ def test_help_explains_plan():
     assert result.returncode == 0
     assert "without contacting any host" in result.stdout
     assert "--limit" in result.stdout
+
+
+def test_line_hundred_is_printed_plainly(tmp_path):
+    padding = "".join(f"# comment line {n}\n" for n in range(1, 100))
+    inventory = tmp_path / "long.yaml"
+    inventory.write_text(padding + "polices: []\n" + TWO_HOSTS)
+    result = run_cli("plan", str(inventory))
+    assert result.returncode == 1
+    assert f"{inventory}:100: unknown key 'polices'" in result.stderr
+
+
+def test_markup_in_values_is_printed_plainly(tmp_path):
+    inventory = tmp_path / "markup.yaml"
+    inventory.write_text(TWO_HOSTS.replace("endpoint2: [DB-SRV01]", "endpoint2: ['[/red]DB']"))
+    result = run_cli("plan", str(inventory))
+    assert result.returncode == 1
+    assert "'[/red]DB'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -81,3 +81,12 @@ def test_unlisted_controller_address_refused_at_apply(tmp_path):
 
     with start_lab(load_inventory(inventory), state_dir=state, ports={"APP-SRV01": 0, "DB-SRV01": 0}) as running:
         assert sum(host.write_count for host in running.hosts.values()) == 0
+
+
+def test_dry_run_shows_management_conflict(tmp_path):
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text(INVENTORY.replace("controller_address: 10.0.9.5", "controller_address: 10.0.9.6"))
+    result = run_cli("apply", str(inventory), "--lab", "--lab-state", str(tmp_path / "state"), "--dry-run")
+    assert result.exit_code == 1
+    assert "from controller 10.0.9.6" in result.stderr
+    assert "Dry run: nothing was changed." in result.stdout

@@ -10,7 +10,7 @@ import fnmatch
 import json
 import sys
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
@@ -24,6 +24,7 @@ from .executor.confirm import disarm_restore, pending_restores
 from .executor.journal import DEFAULT_JOURNAL_DIR, JournalError, RunJournal, list_runs, load_snapshots
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
+from .executor.snapshot_plan import snapshot_plan
 from .inventory import Inventory, InventoryError, load_inventory
 from .planner import Plan, build_plan, management_path_problems
 from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout, print_runs
@@ -220,6 +221,13 @@ LAB_OPTION = typer.Option(
     help="Start the inventory's simulated lab hosts (not Windows) for this command, and use the lab password.",
 )
 VERIFY_TIMEOUT_OPTION = typer.Option(30.0, "--verify-timeout", min=0.0, help="Seconds to wait for security associations to appear after the probe traffic.")
+CONFIRM_TIMEOUT_OPTION = typer.Option(
+    10.0,
+    "--confirm-timeout",
+    min=1.0,
+    help="Minutes a changed host waits for this run to confirm it; a host the run loses (or a run that crashes) "
+    "restores its objects from before the run by itself after that.",
+)
 LAB_STATE_OPTION = typer.Option(None, "--lab-state", help="With --lab: directory of the lab hosts' state.", file_okay=False)
 
 
@@ -360,21 +368,15 @@ def apply(
     no_verify: bool = typer.Option(
         False,
         "--no-verify",
-        help="Apply the planned security directly, without the request stage, and skip verification.",
+        help="Apply the planned security directly: no stages, no restore task and no verification.",
     ),
     verify_timeout: float = VERIFY_TIMEOUT_OPTION,
     strict: bool = typer.Option(False, "--strict", help="Restore the hosts of a pair that fails verification instead of leaving it in Request."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Hosts per batch in the request stage (like Ansible's serial); default: all at once."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Hosts per batch in the lower and request stages (like Ansible's serial); default: all at once."),
     max_fail_percent: Optional[float] = typer.Option(
         None, "--max-fail-percent", min=0.0, max=100.0, help="Stop starting new batches once more than this percentage of hosts failed."
     ),
-    confirm_timeout: float = typer.Option(
-        10.0,
-        "--confirm-timeout",
-        min=1.0,
-        help="Minutes a changed host waits for this run to confirm it; a host the run loses (or a run that crashes) "
-        "restores its objects from before the run by itself after that.",
-    ),
+    confirm_timeout: float = CONFIRM_TIMEOUT_OPTION,
 ) -> None:
     """Push the plan to the hosts over WinRM, idempotently, in stages.
 
@@ -390,48 +392,88 @@ def apply(
     the_inventory, the_plan = load_plan(inventory, limit)
     for warning in the_plan.warnings:
         stderr.print(f"{warning.location}: warning: {warning.message}", style="yellow", markup=False)
+    options = DeployOptions(
+        dry_run=dry_run,
+        yes=yes,
+        forks=forks,
+        attempts=attempts,
+        journal_dir=journal_dir,
+        lab=lab,
+        lab_state=lab_state,
+        verify=not no_verify,
+        verify_timeout=verify_timeout,
+        rollout=RolloutOptions(
+            strict=strict,
+            batch_size=batch_size,
+            max_fail_percent=max_fail_percent,
+            confirm_timeout=timedelta(minutes=confirm_timeout),
+        ),
+    )
+    probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
+    deploy(the_inventory, the_plan, "apply", str(inventory), options, probe_ports, plan_document=plan_to_json(the_plan))
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """The command-line choices shared by apply and revert."""
+
+    dry_run: bool
+    yes: bool
+    forks: int
+    attempts: int
+    journal_dir: Path
+    lab: bool
+    lab_state: Path | None
+    verify: bool
+    verify_timeout: float
+    rollout: RolloutOptions
+
+
+def deploy(
+    the_inventory: Inventory,
+    the_plan: Plan,
+    kind: str,
+    inventory_path: str,
+    options: DeployOptions,
+    probe_ports: dict[str, int],
+    plan_document: dict | None = None,
+    reverts: str | None = None,
+) -> None:
+    """Move the plan's hosts to the plan's objects with the staged rollout, then verify; exits with the status."""
     targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
+    held_in_request: list[str] = []
 
     def sessions_of(change_set: ChangeSet) -> dict:
         return {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
 
-    held_in_request: list[str] = []
-
     def verify_after_apply(change_set: ChangeSet) -> bool:
-        if no_verify:
+        if not options.verify:
             return True
         stdout.print()
-        report = run_verification(the_inventory, the_plan, sessions_of(change_set), verify_timeout)
+        report = run_verification(the_plan, sessions_of(change_set), options.verify_timeout, probe_ports)
         print_report(report, stdout)
         # A rule left in Request is not at the planned security, whatever
         # its SAs show.
         return report.passed and not held_in_request
 
     def staged_rollout(change_set: ChangeSet, journal: RunJournal) -> list:
-        probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
-        verifier = Verifier(sessions_of(change_set), the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=verify_timeout))
+        verifier = Verifier(sessions_of(change_set), the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=options.verify_timeout))
 
         def verify_pairs(hosts: list[str]) -> list:
             probes = [p for p in plan_probes(the_plan, probe_ports) if p.initiator in hosts and p.responder in hosts]
             return verifier.verify(the_plan, probes).pairs
 
-        options = RolloutOptions(
-            strict=strict,
-            batch_size=batch_size,
-            max_fail_percent=max_fail_percent,
-            confirm_timeout=timedelta(minutes=confirm_timeout),
-        )
-        report = Rollout(executor, the_plan, journal, options).run(change_set, verify_pairs)
+        report = Rollout(executor, the_plan, journal, options.rollout).run(change_set, verify_pairs)
         held_in_request.extend(report.held_in_request)
         print_rollout(report, stdout)
         return list(report.results.values())
 
-    with host_access(the_inventory, lab, lab_state, attempts) as (connector, running_lab):
+    with host_access(the_inventory, options.lab, options.lab_state, options.attempts) as (connector, running_lab):
 
         def management_check(change_set: ChangeSet) -> list[str]:
-            # The controller's address towards each host is what the host
-            # sees as the source of the WinRM traffic; with --lab, the lab's
-            # simulated controller address stands for it.
+            # The controller's address towards each host is the source
+            # address of the WinRM traffic the host receives; with --lab,
+            # the lab's simulated controller address is used instead.
             addresses: list = list(the_inventory.controller)
             for change in change_set.changes.values():
                 if change.reachable:
@@ -443,20 +485,21 @@ def apply(
             conflicts = management_path_problems(the_plan, addresses)
             return [conflict.describe(the_inventory.settings.management_exemption) for conflict in conflicts]
 
-        executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
+        executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, options.forks)
         run_change(
             executor,
             targets,
-            journal_dir,
-            "apply",
-            str(inventory),
-            dry_run,
-            yes,
-            plan_to_json(the_plan),
+            options.journal_dir,
+            kind,
+            inventory_path,
+            options.dry_run,
+            options.yes,
+            plan_document,
+            reverts=reverts,
             after_apply=verify_after_apply,
             # Without verification there is nothing to raise pairs on, so
-            # --no-verify applies the planned security directly.
-            apply_changes=None if no_verify else staged_rollout,
+            # --no-verify applies the objects directly.
+            apply_changes=staged_rollout if options.verify else None,
             check_before_apply=management_check,
             after_prepare=remove_leftover_restores,
         )
@@ -473,12 +516,20 @@ def revert(
     journal_dir: Path = JOURNAL_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
+    no_verify: bool = typer.Option(
+        False,
+        "--no-verify",
+        help="Restore the objects directly: no stages, no restore task and no verification.",
+    ),
+    verify_timeout: float = VERIFY_TIMEOUT_OPTION,
+    confirm_timeout: float = CONFIRM_TIMEOUT_OPTION,
 ) -> None:
     """Restore every host a run changed to its managed objects from before that run.
 
-    Uses the same read, diff and apply steps as 'apply', so a second revert
-    changes nothing, and the revert is journaled as a run of its own. The
-    inventory supplies the connection settings of the hosts.
+    Uses the same stages as 'apply' (lower, request, verify and raise,
+    remove), with the snapshots as the plan and mirrors found by address, so
+    a second revert changes nothing, and the revert is journaled as a run of
+    its own. The inventory supplies the connection settings of the hosts.
     """
     the_inventory, _ = load_plan(inventory, None)
     try:
@@ -495,15 +546,29 @@ def revert(
         stderr.print(f"[red]error: run {run_id} changed hosts that are not in {inventory}: {', '.join(missing)}; use the inventory of that run ({metadata.get('inventory')})[/red]")
         raise typer.Exit(EXIT_FAILED)
 
-    targets = [(the_inventory.hosts[name], tuple(objects)) for name, objects in sorted(snapshots.items())]
+    snapshot = snapshot_plan(
+        str(inventory),
+        metadata.get("managed_group", the_inventory.settings.managed_group),
+        metadata.get("policy_store", the_inventory.settings.policy_store),
+        {name: the_inventory.hosts[name] for name in snapshots},
+        snapshots,
+    )
+    options = DeployOptions(
+        dry_run=dry_run,
+        yes=yes,
+        forks=forks,
+        attempts=attempts,
+        journal_dir=journal_dir,
+        lab=lab,
+        lab_state=lab_state,
+        verify=not no_verify,
+        verify_timeout=verify_timeout,
+        rollout=RolloutOptions(confirm_timeout=timedelta(minutes=confirm_timeout)),
+    )
+    deploy(the_inventory, snapshot, "revert", str(inventory), options, {}, reverts=run_id)
 
-    with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
-        executor = Executor(connector, metadata.get("policy_store", the_inventory.settings.policy_store), metadata.get("managed_group", the_inventory.settings.managed_group), forks)
-        run_change(executor, targets, journal_dir, "revert", str(inventory), dry_run, yes, reverts=run_id, after_prepare=remove_leftover_restores)
 
-
-def run_verification(inventory: Inventory, the_plan: Plan, sessions: dict, timeout: float):
-    probe_ports = {p.name: p.probe_port for p in inventory.policies if p.probe_port}
+def run_verification(the_plan: Plan, sessions: dict, timeout: float, probe_ports: dict[str, int]):
     verifier = Verifier(sessions, the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=timeout))
     with stderr.status("Verifying: probing pairs and reading security associations"):
         return verifier.verify(the_plan, plan_probes(the_plan, probe_ports))
@@ -535,7 +600,8 @@ def verify(
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
         sessions, errors = executor.connect_all(hosts)
         try:
-            report = run_verification(the_inventory, the_plan, sessions, timeout)
+            probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
+            report = run_verification(the_plan, sessions, timeout, probe_ports)
         finally:
             for session in sessions.values():
                 session.close()

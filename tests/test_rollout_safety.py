@@ -9,6 +9,7 @@ invariant on the lab hosts' resulting rules.
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,50 @@ def test_invariant_when_changing_deployment(start, host, cmdlet):
     result = apply(inventory, journal)
     assert "Traceback" not in result.stdout + result.stderr
     assert invariant_violations(running, ADDRESSES) == []
+
+
+def narrowed(inventory: Path) -> str:
+    document = yaml.safe_load(inventory.read_text())
+    for policy in document["policies"]:
+        if policy["name"] == "server-vlan":
+            policy["endpoint1"] = policy["endpoint2"] = ["APP-SRV01", "DB-SRV01"]
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("cmdlet", ["New-NetIPsecRule", "Set-NetIPsecRule"])
+def test_invariant_when_reverting(start, host, cmdlet):
+    running, inventory, journal = start(INVENTORY)
+    assert apply(inventory, journal).exit_code == 0
+    wide = inventory.read_text()
+    inventory.write_text(narrowed(inventory))
+    assert apply(inventory, journal).exit_code == 0
+    inventory.write_text(wide)
+
+    with running.network.transaction():
+        lab_host = running.network.host(host)
+        next_call = lab_host.state.call_counts.get(cmdlet.lower(), 0) + 1
+        lab_host.faults.append(CmdletFault(cmdlet, "Injected failure.", call_number=next_call))
+
+    runs = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+    result = run_cli("revert", str(inventory), "--yes", "--journal-dir", str(journal), "--run", runs[-1]["run_id"], "--verify-timeout", "0", "--attempts", "1")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert invariant_violations(running, ADDRESSES) == []
+
+
+def test_revert_restores_wider_policy_in_stages(start):
+    running, inventory, journal = start(INVENTORY)
+    assert apply(inventory, journal).exit_code == 0
+    wide = inventory.read_text()
+    inventory.write_text(narrowed(inventory))
+    assert apply(inventory, journal).exit_code == 0
+    assert "ipsec-deploy-rule-server-vlan" not in {r["Name"] for r in rules_of(running, "REPORT-SRV01")}
+    inventory.write_text(wide)
+
+    runs = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+    result = run_cli("revert", str(inventory), "--yes", "--journal-dir", str(journal), "--run", runs[-1]["run_id"], "--verify-timeout", "0")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert security_of(running, "REPORT-SRV01", "ipsec-deploy-rule-server-vlan") == ("Require", "Require")
+    assert invariant_violations(running, ADDRESSES) == []
+    lines = [json.loads(line) for line in (journal / "runs" / json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[-1]["run_id"] / "operations.jsonl").read_text().splitlines()]
+    assert {line["stage"] for line in lines} >= {"request", "raise"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -62,10 +63,28 @@ stdout = Console(highlight=False, emoji=False)
 stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
+class LogLevel(str, Enum):
+    """Levels of the log written to standard error."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 @app.callback()
-def _root() -> None:
-    # A callback keeps typer in multi-command mode, so "plan" is a subcommand.
-    pass
+def _root(
+    log_level: LogLevel = typer.Option(
+        LogLevel.warning,
+        "--log-level",
+        help="Log to standard error from this level: warning shows retries, info also sessions and each host's steps.",
+    ),
+) -> None:
+    # A callback also keeps typer in multi-command mode, so "plan" is a subcommand.
+    # basicConfig does nothing when the host program (or pytest) already
+    # configured logging; the package's level applies either way.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ipsec_deploy").setLevel(log_level.value.upper())
 
 
 class PlanFormat(str, Enum):

@@ -144,7 +144,8 @@ class Executor:
                 self.events.host_status(host.name, f"{len(change.operations)} change(s)" if change.operations else "no changes")
             except (TransportError, RemoteCommandFailed, CredentialError, StateError) as error:
                 change.error = str(error).removeprefix(f"{host.name}: ")
-                log.error("%s: %s", host.name, change.error)
+                # The result carries the error to the caller, who shows it.
+                log.info("%s: not read: %s", host.name, change.error)
                 self.events.host_status(host.name, "unreachable")
             return change
 

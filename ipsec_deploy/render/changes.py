@@ -91,7 +91,7 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
 
 def print_runs(runs: list[RunSummary], console: Console) -> None:
     table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Run")
+    table.add_column("Run", no_wrap=True)  # revert --run needs the whole id
     table.add_column("Kind")
     table.add_column("Started (UTC)")
     table.add_column("Hosts", overflow="fold")

@@ -63,14 +63,14 @@ class CredentialSource:
             value = self._environment.get(connection.password_env)
             if value is None:
                 raise CredentialError(
-                    f"host {host.name}: the environment variable {connection.password_env} named by "
+                    f"{host.name}: the environment variable {connection.password_env} named by "
                     "password_env is not set; export it, or remove password_env to be prompted"
                 )
         elif self._interactive:
             value = self._prompt(f"Password for {connection.username or 'the current user'} (host {host.name}): ")
         else:
             raise CredentialError(
-                f"host {host.name}: no password_env is set and there is no terminal to prompt on; "
+                f"{host.name}: no password_env is set and there is no terminal to prompt on; "
                 "set password_env in the inventory's connection settings"
             )
         secret = Secret(value)

@@ -165,6 +165,17 @@ class _LabRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    def _drop(self, request_number: int, reason: str) -> None:
+        """Close the connection without a reply, as a lost packet or a dead host looks to the client."""
+        listener = self.server.listener
+        listener.round_trips.add("dropped")
+        log.info("dropped request %d on %s (%s)", request_number, listener.endpoint, reason)
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def do_GET(self) -> None:
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"", [("Allow", "POST")])
 
@@ -174,25 +185,13 @@ class _LabRequestHandler(BaseHTTPRequestHandler):
         faults = listener.faults
 
         if faults.drop_after_requests is not None and request_number > faults.drop_after_requests:
-            listener.round_trips.add("dropped")
-            log.info("dropped request %d on %s (drop_after_requests fault)", request_number, listener.endpoint)
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop(request_number, "drop_after_requests fault")
             return
 
         if listener.admit is not None and not listener.admit():
             # The simulated host's IPsec policy drops the controller's clear
             # WinRM traffic: the client sees the connection go silent.
-            listener.round_trips.add("dropped")
-            log.info("dropped request %d on %s: the host's IPsec rules require IPsec from the controller", request_number, listener.endpoint)
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop(request_number, "the host's IPsec rules require IPsec from the controller")
             return
 
         if faults.latency > 0:

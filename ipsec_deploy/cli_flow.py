@@ -1,0 +1,273 @@
+"""The interactive change flow that apply and revert share.
+
+Read every host over one session each, show the diff, check the
+management path, ask for confirmation, journal the run, apply it with the
+staged rollout, and verify, always closing the sessions. This module owns
+the consoles and exit codes of the command line; ``ipsec_deploy.cli``
+defines the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import typer
+from rich.console import Console
+from rich.prompt import Confirm
+
+from .executor.confirm import disarm_restore, pending_restores
+from .executor.journal import RunJournal
+from .executor.rollout import Rollout, RolloutOptions
+from .executor.run import ChangeSet, Executor, overall_result
+from .inventory import Inventory, InventoryError
+from .planner import Plan, management_path_problems
+from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout
+from .render.verification import print_report
+from .transport.base import RemoteCommandFailed, TransportError
+from .transport.credentials import CredentialSource, FixedCredentials
+from .transport.local_address import local_address_towards
+from .transport.psrp import RetryPolicy, psrp_connector
+from .verify.expectations import plan_probes
+from .verify.run import Verifier, VerifyOptions
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as shells report a process ended by SIGINT
+
+# No emoji codes: "file.yaml:100:" must not print as an emoji.
+stdout = Console(highlight=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, emoji=False)
+
+
+def report_inventory_error(error: InventoryError) -> None:
+    errors = [p for p in error.problems if p.severity == "error"]
+    for problem in error.problems:
+        # Problems quote inventory text, which must not be read as markup.
+        stderr.print(str(problem), style="red" if problem.severity == "error" else "yellow", markup=False)
+    stderr.print(f"[bold red]{len(errors)} error(s): the inventory is invalid and nothing was planned.[/bold red]")
+
+
+def remove_leftover_restores(change_set: ChangeSet) -> None:
+    """Remove restore tasks that a crashed run left armed on the hosts.
+
+    Left in place, such a task would later put a host back to that run's
+    snapshot and undo whatever this command does.
+    """
+    for name, change in sorted(change_set.changes.items()):
+        if change.connection is None:
+            continue
+        try:
+            for restore in pending_restores(change.connection):
+                disarm_restore(change.connection, restore.run_id)
+                stdout.print(f"{name}: removed the pending restore task of run {restore.run_id}")
+        except (TransportError, RemoteCommandFailed) as error:
+            stderr.print(f"[yellow]{name}: cannot check for pending restore tasks: {error}[/yellow]")
+
+
+@contextmanager
+def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None, attempts: int = 3):
+    """Yield (connector, lab) for the hosts; with --lab, start the lab for the duration."""
+    retry = RetryPolicy(attempts=attempts)
+    if not use_lab:
+        yield psrp_connector(CredentialSource(), retry=retry), None
+        return
+
+    # The lab is imported only when asked for: production code never needs it.
+    from .lab.runner import start_lab
+
+    try:
+        lab = start_lab(inventory, state_dir=lab_state)
+    except InventoryError as error:
+        report_inventory_error(error)
+        raise typer.Exit(EXIT_FAILED) from None
+    with lab:
+        stderr.print("[dim]Using simulated lab hosts (a test double, not Windows).[/dim]")
+        yield psrp_connector(FixedCredentials(lab.password), ca_bundle=lab.ca_file, retry=retry), lab
+
+
+def confirm_or_exit(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        stderr.print("[red]error: refusing to change hosts without confirmation: there is no terminal to ask on; pass --yes[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    if not Confirm.ask(question, console=stderr, default=False):
+        stderr.print("Cancelled; nothing was changed.")
+        raise typer.Exit(EXIT_OK)
+
+
+def run_change(
+    executor: Executor,
+    targets: list,
+    journal_dir: Path,
+    kind: str,
+    inventory_path: str,
+    dry_run: bool,
+    yes: bool,
+    plan_document: dict | None = None,
+    reverts: str | None = None,
+    after_apply: Callable[[ChangeSet], bool] | None = None,
+    apply_changes: Callable[[ChangeSet, RunJournal], list] | None = None,
+    check_before_apply: Callable[[ChangeSet], list[str]] | None = None,
+    after_prepare: Callable[[ChangeSet], None] | None = None,
+) -> None:
+    """Read, show, confirm, journal and apply; exits with the command's status.
+
+    ``after_apply`` runs over the still-open sessions (verification) and
+    returns whether it passed.
+    """
+    names = [host.name for host, _ in targets]
+    with ProgressEvents(stderr, names) as events:
+        executor.events = events
+        change_set = executor.prepare(targets)
+    try:
+        if after_prepare is not None and not dry_run:
+            after_prepare(change_set)
+        print_change_set(change_set, stdout)
+        unreachable = bool(change_set.unreachable)
+
+        # Checked before the dry-run exit, so a dry run in the change window
+        # shows what the real run would refuse.
+        blockers = check_before_apply(change_set) if check_before_apply is not None else []
+        for blocker in blockers:
+            stderr.print(f"error: {blocker}", style="red", markup=False)
+        if blockers and not dry_run:
+            stderr.print("Refusing to apply: nothing was changed.", style="red")
+            raise typer.Exit(EXIT_FAILED)
+
+        if dry_run:
+            stdout.print("Dry run: nothing was changed.")
+            raise typer.Exit(EXIT_FAILED if unreachable or blockers else EXIT_OK)
+        if not change_set.has_changes:
+            stdout.print("No changes: every reachable host already holds the objects this command wants.")
+            raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
+
+        hosts_to_change = sum(1 for c in change_set.changes.values() if c.operations)
+        confirm_or_exit(yes, f"Apply these changes to {hosts_to_change} host(s)?")
+
+        journal = RunJournal.create(journal_dir, kind, inventory_path, executor.policy_store, executor.group, reverts)
+        if plan_document is not None:
+            journal.write_plan(plan_document)
+        try:
+            with ProgressEvents(stderr, names) as events:
+                executor.events = events
+                if apply_changes is not None:
+                    results = apply_changes(change_set, journal)
+                else:
+                    results = executor.apply(change_set, journal)
+        except KeyboardInterrupt:
+            journal.finish("interrupted")
+            stderr.print(f"[red]Interrupted. Each host is at a completed stage; 'ipsec-deploy revert --run {journal.run_id}' restores the hosts.[/red]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        result = overall_result(results)
+        journal.finish(result)
+        print_results(results, stdout, journal.run_id)
+        stdout.print(f"Journal: {journal.directory}")
+        verified = after_apply(change_set) if after_apply is not None else True
+    finally:
+        change_set.close()
+
+    raise typer.Exit(EXIT_FAILED if result == "failed" or not verified else EXIT_OK)
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """The command-line choices shared by apply and revert."""
+
+    dry_run: bool
+    yes: bool
+    forks: int
+    attempts: int
+    journal_dir: Path
+    lab: bool
+    lab_state: Path | None
+    verify: bool
+    verify_timeout: float
+    rollout: RolloutOptions
+
+
+def deploy(
+    the_inventory: Inventory,
+    the_plan: Plan,
+    kind: str,
+    inventory_path: str,
+    options: DeployOptions,
+    probe_ports: dict[str, int],
+    plan_document: dict | None = None,
+    reverts: str | None = None,
+) -> None:
+    """Move the plan's hosts to the plan's objects with the staged rollout, then verify; exits with the status."""
+    targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
+    held_in_request: list[str] = []
+
+    def sessions_of(change_set: ChangeSet) -> dict:
+        return {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
+
+    def verify_after_apply(change_set: ChangeSet) -> bool:
+        if not options.verify:
+            return True
+        stdout.print()
+        report = run_verification(the_plan, sessions_of(change_set), options.verify_timeout, probe_ports)
+        print_report(report, stdout)
+        # A rule left in Request is not at the planned security, whatever
+        # its SAs show.
+        return report.passed and not held_in_request
+
+    def staged_rollout(change_set: ChangeSet, journal: RunJournal) -> list:
+        verifier = Verifier(sessions_of(change_set), the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=options.verify_timeout))
+
+        def verify_pairs(hosts: list[str]) -> list:
+            probes = [p for p in plan_probes(the_plan, probe_ports) if p.initiator in hosts and p.responder in hosts]
+            return verifier.verify(the_plan, probes).pairs
+
+        report = Rollout(executor, the_plan, journal, options.rollout).run(change_set, verify_pairs)
+        held_in_request.extend(report.held_in_request)
+        print_rollout(report, stdout)
+        return list(report.results.values())
+
+    with host_access(the_inventory, options.lab, options.lab_state, options.attempts) as (connector, running_lab):
+
+        def management_check(change_set: ChangeSet) -> list[str]:
+            # The controller's address towards each host is the source
+            # address of the WinRM traffic the host receives; with --lab,
+            # the lab's simulated controller address is used instead.
+            addresses: list = list(the_inventory.controller)
+            for change in change_set.changes.values():
+                if change.reachable:
+                    local = local_address_towards(change.host.address, change.host.connection.effective_port)
+                    if local:
+                        addresses.append(local)
+            if running_lab is not None and running_lab.topology.controller_address:
+                addresses.append(running_lab.topology.controller_address)
+            conflicts = management_path_problems(the_plan, addresses)
+            return [conflict.describe(the_inventory.settings.management_exemption) for conflict in conflicts]
+
+        executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, options.forks)
+        run_change(
+            executor,
+            targets,
+            options.journal_dir,
+            kind,
+            inventory_path,
+            options.dry_run,
+            options.yes,
+            plan_document,
+            reverts=reverts,
+            after_apply=verify_after_apply,
+            # Without verification there is nothing to raise pairs on, so
+            # --no-verify applies the objects directly.
+            apply_changes=staged_rollout if options.verify else None,
+            check_before_apply=management_check,
+            after_prepare=remove_leftover_restores,
+        )
+
+
+def run_verification(the_plan: Plan, sessions: dict, timeout: float, probe_ports: dict[str, int]):
+    verifier = Verifier(sessions, the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=timeout))
+    with stderr.status("Verifying: probing pairs and reading security associations"):
+        return verifier.verify(the_plan, plan_probes(the_plan, probe_ports))

@@ -21,7 +21,7 @@ from typing import Any
 
 from ipsec_deploy.inventory.loader import _InventoryReader, suggest
 from ipsec_deploy.inventory.model import Host, Inventory, Location
-from ipsec_deploy.inventory.problems import InventoryError, ProblemCollector
+from ipsec_deploy.inventory.problems import ProblemCollector
 from ipsec_deploy.inventory.yaml_source import SourceList, SourceMap, YamlSourceError, load_yaml_text
 from ipsec_deploy.lab.faults import FaultPlan
 from ipsec_deploy.lab.netsecurity import CmdletError, CmdletFault, HostFacts, MachineCertificate

@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from ..inventory.model import Endpoint, Host, Inventory, Policy
-from ..inventory.problems import InventoryError, ProblemCollector
+from ..inventory.problems import ProblemCollector
 from ..objects import (
     IPsecRule,
     MainModeCryptoSet,

@@ -9,7 +9,6 @@ from typing import Any
 from ipsec_deploy.lab.netsecurity import errors
 from ipsec_deploy.lab.netsecurity.binding import has_wildcards, wildcard_match
 from ipsec_deploy.lab.netsecurity.context import CmdletContext, cmdlet
-from ipsec_deploy.lab.netsecurity.events import IPSEC_EVENT_IDS
 from ipsec_deploy.lab.netsecurity.negotiation import (
     CIPHER_LABELS,
     GROUP_LABELS,

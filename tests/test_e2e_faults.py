@@ -53,6 +53,10 @@ def test_refused_connection_reported(start):
     assert result.exit_code == 1
     assert "DB-SRV01: not read: cannot connect to the WinRM listener" in result.stdout
     assert host_rows(result.stdout) == {"APP-SRV01": "changed", "DB-SRV01": "unreachable", "REPORT-SRV01": "changed", "PARTNER-APP01": "changed"}
+    run = json.loads(next((journal / "runs").glob("*/run.json")).read_text())
+    assert run["hosts"]["DB-SRV01"]["status"] == "unreachable"
+    assert "cannot connect" in run["hosts"]["DB-SRV01"]["detail"]
+    assert run["result"] == "failed"
 
 
 def test_rejected_credentials_reported(start):

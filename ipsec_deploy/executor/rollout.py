@@ -151,6 +151,7 @@ class Rollout:
         for name, change in changes.items():
             if not change.reachable:
                 report.results[name] = HostResult(name, "unreachable", detail=change.error or "")
+                self.journal.record_host(name, "unreachable", change.error or "")
             elif change.operations:
                 self.journal.write_snapshot(name, change.state.objects())
         snapshots = {name: dict(objects) for name, objects in expected.items()}

@@ -225,7 +225,9 @@ def deploy(
             probes = [p for p in plan_probes(the_plan, probe_ports) if p.initiator in hosts and p.responder in hosts]
             return verifier.verify(the_plan, probes).pairs
 
-        report = Rollout(executor, the_plan, journal, options.rollout).run(change_set, verify_pairs)
+        in_run = {host_plan.host.name for host_plan in the_plan.hosts}
+        outside = tuple(host for name, host in sorted(the_inventory.hosts.items()) if name not in in_run)
+        report = Rollout(executor, the_plan, journal, options.rollout, outside).run(change_set, verify_pairs)
         held_in_request.extend(report.held_in_request)
         print_rollout(report, stdout)
         return list(report.results.values())

@@ -333,3 +333,16 @@ def test_revert_restores_wider_policy_in_stages(start):
     assert invariant_violations(running, ADDRESSES) == []
     lines = [json.loads(line) for line in (journal / "runs" / json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[-1]["run_id"] / "operations.jsonl").read_text().splitlines()]
     assert {line["stage"] for line in lines} >= {"request", "raise"}
+
+
+def test_invariant_with_limit(start):
+    running, inventory, journal = start(INVENTORY)
+    assert apply(inventory, journal).exit_code == 0
+    inventory.write_text(narrowed(inventory))
+
+    # Only APP-SRV01 is in this run; REPORT-SRV01 keeps its Require rule
+    # towards APP-SRV01, so APP-SRV01 must keep its mirror of it.
+    result = apply(inventory, journal, "--limit", "APP-SRV01")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "REPORT-SRV01 may still require IPsec with its old rules" in result.stdout
+    assert invariant_violations(running, ADDRESSES) == []

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
+from ..inventory.model import Host
 from ..objects import IPsecRule, MainModeRule, PlannedObject
 from ..planner.model import Plan
 from ..planner.traffic import address_covered
@@ -120,12 +121,11 @@ def stage_request(current: Objects, desired: tuple[PlannedObject, ...], frozen: 
     return stage, lowered
 
 
-def removal_allowed(obj: PlannedObject, host: str, plan: Plan, passed_request: set[str]) -> bool:
+def removal_allowed(obj: PlannedObject, host: str, peers: list[Host], passed_request: set[str]) -> bool:
     """Return whether a dropped object may go: a rule only once every managed peer it covers passed the request stage."""
     if not isinstance(obj, (IPsecRule, MainModeRule)):
         return True
-    for host_plan in plan.hosts:
-        peer = host_plan.host
+    for peer in peers:
         if peer.name == host:
             continue
         if any(address_covered(address, obj.remote_address) for address in peer.ip_addresses) and peer.name not in passed_request:
@@ -134,11 +134,23 @@ def removal_allowed(obj: PlannedObject, host: str, plan: Plan, passed_request: s
 
 
 class Rollout:
-    def __init__(self, executor: Executor, plan: Plan, journal: RunJournal, options: RolloutOptions | None = None) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        plan: Plan,
+        journal: RunJournal,
+        options: RolloutOptions | None = None,
+        outside_hosts: tuple[Host, ...] = (),
+    ) -> None:
         self.executor = executor
         self.plan = plan
         self.journal = journal
         self.options = options or RolloutOptions()
+
+        # Managed hosts that this run does not touch (--limit). Their rules
+        # are as they were, so they count as hosts that did not lower theirs.
+        self.outside_hosts = outside_hosts
+        self.all_hosts = [host_plan.host for host_plan in plan.hosts] + list(outside_hosts)
 
     def run(self, change_set: ChangeSet, verify_pairs) -> RolloutReport:
         """Run the three stages. ``verify_pairs`` takes host names and returns PairResults for their pairs."""
@@ -238,7 +250,10 @@ class Rollout:
             frozen = self._rules_covering(expected[name], blocked)
             for rule_name in sorted(frozen):
                 if (IPsecRule.kind, rule_name) not in desired[name] or desired[name][(IPsecRule.kind, rule_name)] != expected[name][(IPsecRule.kind, rule_name)]:
-                    report.held_in_request.append(f"{name}: {rule_name} (kept unchanged: {', '.join(sorted(blocked))} could not lower its rules)")
+                    report.held_in_request.append(
+                        f"{name}: {rule_name} (kept unchanged: {', '.join(sorted(blocked))} may still require IPsec "
+                        "with its old rules: unreachable, failed to lower them, or outside --limit)"
+                    )
             request_stage[name], lowered[name] = stage_request(expected[name], change.desired, frozen)
         passed_request = {name for name, c in changes.items() if c.reachable and not c.operations}
         passed_request |= self._apply_stage("request", changes, expected, request_stage, report, batched=True)
@@ -273,7 +288,7 @@ class Rollout:
             for key, obj in list(stage.items()):
                 if key in desired[name]:
                     continue
-                if removal_allowed(obj, name, self.plan, passed_request):
+                if removal_allowed(obj, name, self.all_hosts, passed_request):
                     del stage[key]
                 else:
                     report.kept_for_peers.append(f"{name}: {obj.name} (a peer it covers did not pass the request stage)")
@@ -323,14 +338,14 @@ class Rollout:
         return succeeded
 
     def _blocked_hosts(self, changes: dict[str, HostChange], passed_lower: set[str]) -> set[str]:
-        """Return managed hosts that may still hold Require rules from before: unreachable, or failed to lower."""
-        return {name for name in changes if name not in passed_lower}
+        """Return managed hosts that may still hold Require rules from before: unreachable, failed to lower, or outside the run."""
+        return {name for name in changes if name not in passed_lower} | {host.name for host in self.outside_hosts}
 
     def _rules_covering(self, objects: Objects, hosts: set[str]) -> set[str]:
         """Return the names of rules among ``objects`` whose remote addresses cover one of ``hosts``."""
         if not hosts:
             return set()
-        addresses = [address for host_plan in self.plan.hosts if host_plan.host.name in hosts for address in host_plan.host.ip_addresses]
+        addresses = [address for host in self.all_hosts if host.name in hosts for address in host.ip_addresses]
         return {
             obj.name
             for obj in objects.values()

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ipsec_deploy.inventory import load_inventory
 from ipsec_deploy.planner import build_plan
@@ -168,3 +169,22 @@ def test_journal_files_private_and_without_password(lab):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
         assert PASSWORD not in path.read_text()
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_dropping_ports_converges(lab):
+    running, inventory, journal = lab
+    text = inventory.read_text()
+    document = yaml.safe_load(text)
+    for policy in document["policies"]:
+        if policy["name"] == "app-db":
+            policy["protocol"] = "TCP"
+            policy["endpoint2_ports"] = [1433]
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False))
+    assert apply(inventory, journal).exit_code == 0
+
+    # Back to any protocol and no ports: Set- must clear the old ports.
+    inventory.write_text(text)
+    result = apply(inventory, journal)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    again = apply(inventory, journal)
+    assert "No changes" in again.stdout

@@ -41,6 +41,12 @@ def remove_call(obj: PlannedObject, policy_store: str) -> CmdletCall:
 
 def set_call(obj: PlannedObject, policy_store: str) -> CmdletCall:
     """Set every property of an existing object to the values of ``obj``."""
+    specific = obj.specific_parameters()
+    if isinstance(obj, IPsecRule):
+        # New- leaves out empty port lists, but Set- must say "Any" to clear
+        # ports the rule had, or they stay and the rule never converges.
+        given = {name for name, _ in specific}
+        specific += tuple((name, ("Any",)) for name in ("LocalPort", "RemotePort") if name not in given)
     return CmdletCall(
         f"Set-{obj.noun}",
         (
@@ -49,7 +55,7 @@ def set_call(obj: PlannedObject, policy_store: str) -> CmdletCall:
             ("NewDisplayName", obj.display_name),
             ("Description", obj.description),
         )
-        + obj.specific_parameters(),
+        + specific,
     )
 
 

@@ -356,7 +356,10 @@ def revert(
         verify_timeout=verify_timeout,
         rollout=RolloutOptions(confirm_timeout=timedelta(minutes=confirm_timeout)),
     )
-    deploy(the_inventory, snapshot, "revert", str(inventory), options, {}, reverts=run_id)
+    # Pairs are named after the policies their rules came from, so the
+    # inventory's probe ports still apply where the policy still exists.
+    probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
+    deploy(the_inventory, snapshot, "revert", str(inventory), options, probe_ports, reverts=run_id)
 
 
 @app.command()

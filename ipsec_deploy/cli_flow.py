@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm
 
-from .executor.confirm import disarm_restore, pending_restores
-from .executor.journal import RunJournal
+from .executor.confirm import RestoreStatus, disarm_restore, pending_restores
+from .executor.journal import RunJournal, mark_restore
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .inventory import Inventory, InventoryError
@@ -52,21 +52,39 @@ def report_inventory_error(error: InventoryError) -> None:
     stderr.print(f"[bold red]{len(errors)} error(s): the inventory is invalid and nothing was planned.[/bold red]")
 
 
-def remove_leftover_restores(change_set: ChangeSet) -> None:
-    """Remove restore tasks that a crashed run left armed on the hosts.
+def find_leftover_restores(change_set: ChangeSet) -> dict[str, list[RestoreStatus]]:
+    """List, without changing anything, the restore tasks that earlier runs left armed on the hosts.
 
-    Left in place, such a task would later put a host back to that run's
-    snapshot and undo whatever this command does.
+    Left in place, such a task would later put its host back to that run's
+    snapshot and undo whatever this command does, so it is shown as a
+    change, and removed once the admin confirms.
     """
+    leftovers: dict[str, list[RestoreStatus]] = {}
     for name, change in sorted(change_set.changes.items()):
         if change.connection is None:
             continue
         try:
-            for restore in pending_restores(change.connection):
-                disarm_restore(change.connection, restore.run_id)
-                stdout.print(f"{name}: removed the pending restore task of run {restore.run_id}")
+            found = pending_restores(change.connection)
         except (TransportError, RemoteCommandFailed) as error:
-            stderr.print(f"[yellow]{name}: cannot check for pending restore tasks: {error}[/yellow]")
+            stderr.print(f"{name}: cannot check for pending restore tasks: {error}", style="yellow", markup=False)
+            continue
+        if found:
+            leftovers[name] = found
+    return leftovers
+
+
+def remove_leftover_restores(change_set: ChangeSet, leftovers: dict[str, list[RestoreStatus]], journal_dir: Path) -> None:
+    """Remove the listed restore tasks, and record in their runs' journals that they are gone."""
+    for name, restores in sorted(leftovers.items()):
+        connection = change_set.changes[name].connection
+        for restore in restores:
+            try:
+                disarm_restore(connection, restore.run_id)
+            except (TransportError, RemoteCommandFailed) as error:
+                stderr.print(f"{name}: cannot remove the restore task of run {restore.run_id}: {error}", style="red", markup=False)
+                continue
+            mark_restore(journal_dir, restore.run_id, name, "removed")
+            stdout.print(f"{name}: removed the pending restore task of run {restore.run_id}")
 
 
 @contextmanager
@@ -114,7 +132,6 @@ def run_change(
     after_apply: Callable[[ChangeSet], bool] | None = None,
     apply_changes: Callable[[ChangeSet, RunJournal], list] | None = None,
     check_before_apply: Callable[[ChangeSet], list[str]] | None = None,
-    after_prepare: Callable[[ChangeSet], None] | None = None,
 ) -> None:
     """Read, show, confirm, journal and apply; exits with the command's status.
 
@@ -126,9 +143,12 @@ def run_change(
         executor.events = events
         change_set = executor.prepare(targets)
     try:
-        if after_prepare is not None and not dry_run:
-            after_prepare(change_set)
+        leftovers = find_leftover_restores(change_set)
         print_change_set(change_set, stdout)
+        for name, restores in sorted(leftovers.items()):
+            for restore in restores:
+                deadline = restore.deadline.isoformat(timespec="seconds") if restore.deadline else "an unknown time"
+                stdout.print(f"{name}: - remove the restore task that run {restore.run_id} left armed (it would restore that run's snapshot at {deadline})", markup=False)
         unreachable = bool(change_set.unreachable)
 
         # Checked before the dry-run exit, so a dry run in the change window
@@ -143,12 +163,16 @@ def run_change(
         if dry_run:
             stdout.print("Dry run: nothing was changed.")
             raise typer.Exit(EXIT_FAILED if unreachable or blockers else EXIT_OK)
-        if not change_set.has_changes:
+        if not change_set.has_changes and not leftovers:
             stdout.print("No changes: every reachable host already holds the objects this command wants.")
             raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
 
-        hosts_to_change = sum(1 for c in change_set.changes.values() if c.operations)
+        hosts_to_change = len({c.host.name for c in change_set.changes.values() if c.operations} | set(leftovers))
         confirm_or_exit(yes, f"Apply these changes to {hosts_to_change} host(s)?")
+        remove_leftover_restores(change_set, leftovers, journal_dir)
+        if not change_set.has_changes:
+            stdout.print("No other changes: every reachable host already holds the objects this command wants.")
+            raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
 
         journal = RunJournal.create(journal_dir, kind, inventory_path, executor.policy_store, executor.group, reverts)
         if plan_document is not None:
@@ -265,7 +289,6 @@ def deploy(
             # --no-verify applies the objects directly.
             apply_changes=staged_rollout if options.verify else None,
             check_before_apply=management_check,
-            after_prepare=remove_leftover_restores,
         )
 
 

@@ -81,3 +81,25 @@ def test_revert_removes_leftover_restore_tasks(lab, monkeypatch):
     for host in HOSTS:
         assert restore_tasks(inventory, host) == []
         assert managed_names(inventory, host, PASSWORD) == set()
+
+
+def test_unconfirmed_command_keeps_leftover_task(lab, monkeypatch):
+    running, inventory, journal = lab
+    crash_before_confirmation(monkeypatch)
+    assert apply(inventory, journal).exit_code == 0
+    monkeypatch.undo()
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+
+    # Without --yes and without a terminal the run stops before changing
+    # anything, so the crashed run's way back must stay.
+    refused = run_cli("apply", str(inventory), "--journal-dir", str(journal))
+    assert refused.exit_code == 2
+    assert "remove the restore task that run" in refused.stdout
+    assert len(restore_tasks(inventory, "DB-SRV01")) == 1
+
+    confirmed = apply(inventory, journal)
+    assert confirmed.exit_code == 0, confirmed.stdout + confirmed.stderr
+    assert "DB-SRV01: removed the pending restore task of run" in confirmed.stdout
+    assert restore_tasks(inventory, "DB-SRV01") == []
+    listing = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+    assert listing[0]["pending_confirmation"] == []

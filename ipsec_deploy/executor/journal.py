@@ -161,6 +161,18 @@ def _read_metadata(directory: Path) -> dict[str, Any]:
         raise JournalError(f"run {directory.name}: cannot read run.json: {error}") from None
 
 
+def mark_restore(root: Path, run_id: str, host: str, state: str) -> None:
+    """Record in an earlier run's journal that its restore task on a host changed state; skip a run that is not there."""
+    path = root / "runs" / run_id / "run.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    restore = data.setdefault("restores", {}).setdefault(host, {})
+    restore["state"] = state
+    _write_private(path, json.dumps(data, indent=2) + "\n")
+
+
 def list_runs(root: Path) -> list[RunSummary]:
     runs_dir = root / "runs"
     if not runs_dir.is_dir():

@@ -15,6 +15,14 @@ from ..planner.model import HostPlan, MirrorPair, Plan, sort_objects
 from ..planner.traffic import address_covered
 
 
+def policy_name(rule_name: str, group: str) -> str:
+    """Return the policy a rule was planned from, by the planner's naming: <group>-rule-<policy>[-endpoint1|-endpoint2]."""
+    name = rule_name.removeprefix(f"{group}-rule-")
+    for suffix in ("-endpoint1", "-endpoint2"):
+        name = name.removesuffix(suffix)
+    return name
+
+
 def _is_mirror(rule: IPsecRule, other: IPsecRule) -> bool:
     return (
         other.local_address == rule.remote_address
@@ -51,7 +59,7 @@ def snapshot_plan(inventory_path: str, group: str, policy_store: str, hosts: dic
                     if _is_mirror(obj, other):
                         mirrors.append(MirrorRef(peer_name, other.name))
                         (host_a, rule_a), (host_b, rule_b) = sorted([(name, obj.name), (peer_name, other.name)])
-                        label = obj.policy or obj.name.removeprefix(f"{group}-rule-")
+                        label = obj.policy or policy_name(obj.name, group)
                         pairs[(host_a, rule_a, host_b, rule_b)] = MirrorPair(label, host_a, rule_a, host_b, rule_b)
                         break
             updated.append(replace(obj, mirrors=tuple(mirrors)))

@@ -38,7 +38,7 @@ def print_report(report: VerifyReport, console: Console) -> None:
         console.print(f"[red]{host}: not verified: {escape(error)}[/red]")
     passed = sum(1 for r in report.pairs if r.passed)
     if not report.pairs:
-        console.print("No pair to verify: no mirrored pair has both hosts in this run (see --limit).")
+        console.print("No pair to verify: no mirrored pair has both of its hosts in this command.")
         return
     verdict = "[green]every pair is as planned[/green]" if report.passed else "[red]some pairs or hosts are not as planned[/red]"
     console.print(f"{passed} of {len(report.pairs)} pair(s) as planned: {verdict}")

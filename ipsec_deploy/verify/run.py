@@ -16,7 +16,7 @@ from ..objects import IPsecRule
 from ..planner.model import Plan
 from ..scripts import read_security_associations_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
-from .classify import FAILING, PASSING, RULE_MISSING, HostSAs, PairResult, classify, parse_sas
+from .classify import PASSING, RULE_MISSING, SKIPPED, HostSAs, PairResult, classify, parse_sas
 from .expectations import PairProbe
 
 log = logging.getLogger("ipsec_deploy.verify")
@@ -99,7 +99,8 @@ class Verifier:
 
         for probe in probes:
             if probe.initiator in report.host_errors or probe.responder in report.host_errors:
-                report.pairs.append(PairResult(probe, FAILING, "a host could not be read: " + report.host_errors.get(probe.initiator, report.host_errors.get(probe.responder, ""))))
+                host = probe.initiator if probe.initiator in report.host_errors else probe.responder
+                report.pairs.append(PairResult(probe, SKIPPED, f"{host} could not be read: {report.host_errors[host]}"))
                 continue
             missing = self._missing_rules(plan, probe, states)
             if missing:
@@ -141,7 +142,7 @@ class Verifier:
                 problems.append(f"{host} holds rule '{rule_name}' in another form than planned")
         if not problems:
             return ""
-        return "; ".join(problems) + " (changed behind the tool's back?): run apply"
+        return "; ".join(problems) + " (removed or changed since the last run, or a change to it failed)"
 
     def _check_exemptions(self, plan: Plan, states: dict[str, HostState]) -> list[str]:
         """Report planned exemptions that a host lacks or holds in another form."""

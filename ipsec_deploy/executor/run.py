@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..inventory.model import Host
@@ -255,8 +254,3 @@ def overall_result(results: list[HostResult]) -> str:
         return "changed"
     return "unchanged"
 
-
-def default_journal_dir() -> Path:
-    from .journal import DEFAULT_JOURNAL_DIR
-
-    return Path(DEFAULT_JOURNAL_DIR)

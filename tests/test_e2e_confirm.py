@@ -103,3 +103,11 @@ def test_unconfirmed_command_keeps_leftover_task(lab, monkeypatch):
     assert restore_tasks(inventory, "DB-SRV01") == []
     listing = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
     assert listing[0]["pending_confirmation"] == []
+
+
+def test_host_clock_ahead_is_warned(lab):
+    running, inventory, journal = lab
+    running.network.clock.set(datetime.now(running.network.clock.now().tzinfo) + timedelta(minutes=5))
+    result = apply(inventory, journal)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "DB-SRV01: its clock is 5 minute(s) ahead of this workstation's" in result.stdout

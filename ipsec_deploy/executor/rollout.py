@@ -46,6 +46,10 @@ log = logging.getLogger("ipsec_deploy.rollout")
 
 Objects = dict[tuple[str, str], PlannedObject]
 
+# How far a host's clock may run ahead of the controller's before apply
+# warns that the host's restore task will fire early.
+CLOCK_TOLERANCE = timedelta(minutes=1)
+
 
 @dataclass(frozen=True)
 class RolloutOptions:
@@ -67,6 +71,7 @@ class RolloutReport:
     skipped_hosts: list[str] = field(default_factory=list)  # not started: too many failures
     kept_for_peers: list[str] = field(default_factory=list)  # removals deferred because a peer failed
     pending_restores: list[str] = field(default_factory=list)  # "HOST: restores itself at ..." when not confirmed
+    clock_warnings: list[str] = field(default_factory=list)  # hosts whose clock runs ahead of the controller's
 
     @property
     def failed(self) -> bool:
@@ -205,6 +210,12 @@ class Rollout:
             else:
                 armed[name] = restore
                 self.journal.record_restore(name, restore.task_name, restore.deadline.isoformat(), "armed")
+                ahead = restore.host_time - datetime.now(timezone.utc) if restore.host_time else timedelta(0)
+                if ahead > CLOCK_TOLERANCE:
+                    # The deadline is the controller's, so a host whose clock
+                    # runs ahead restores itself that much earlier.
+                    minutes = ahead.total_seconds() / 60
+                    report.clock_warnings.append(f"{name}: its clock is {minutes:.0f} minute(s) ahead of this workstation's, so its restore task fires that much before the deadline")
         return armed
 
     def _confirm(self, changes: dict[str, HostChange], armed: dict[str, ArmedRestore], report: RolloutReport) -> None:

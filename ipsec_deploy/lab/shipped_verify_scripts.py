@@ -1,4 +1,4 @@
-"""Python counterpart of read_security_associations.ps1, the SA reader of ipsec-deploy's verification.
+"""Python counterparts of the verification scripts: read_security_associations.ps1 and probe_peers.ps1.
 
 Like the other counterparts, it calls the emulated cmdlets and returns the
 hashtables the script emits, and it is registered only while the script
@@ -11,7 +11,13 @@ from typing import Any
 
 from ipsec_deploy.lab.netsecurity.host import LabHost
 from ipsec_deploy.lab.pipeline import PSObjectValue
-from ipsec_deploy.lab.shipped_scripts import ShippedScript, bind_script_parameters, powershell_string
+from ipsec_deploy.lab.shipped_scripts import (
+    ShippedScript,
+    bind_script_parameters,
+    foreach_items,
+    hashtable_value,
+    powershell_string,
+)
 
 
 def _nested(value: Any, name: str) -> Any:
@@ -55,9 +61,27 @@ def read_security_associations(host: LabHost, parameters: dict[str, Any], input:
     return output
 
 
-# Digest of the normalised script text; update it only together with the
-# counterpart above.
+def probe_peers(host: LabHost, parameters: dict[str, Any], input: list[Any]) -> list[dict[str, Any]]:
+    """Counterpart of probe_peers.ps1: one Test-NetConnection per probe, in order."""
+    bound = bind_script_parameters("probe_peers.ps1", parameters, ("Probes",))
+    output: list[dict[str, Any]] = []
+    for probe in foreach_items(bound["Probes"]):
+        target = powershell_string(hashtable_value(probe, "ComputerName"))
+        port = hashtable_value(probe, "Port")
+        arguments: dict[str, Any] = {"ComputerName": target, "WarningAction": "SilentlyContinue"}
+        if port is not None:
+            arguments["Port"] = int(port)
+        result = host.invoke_checked("Test-NetConnection", arguments)[0].properties
+        succeeded = result.get("TcpTestSucceeded") if port is not None else result.get("PingSucceeded")
+        output.append({"ComputerName": target, "Port": port, "Succeeded": bool(succeeded)})
+    return output
+
+
+# Digests of the normalised script texts; update one only together with
+# its counterpart above.
 VERIFY_SHIPPED_SCRIPTS = (
     ShippedScript("read_security_associations.ps1", read_security_associations,
                   "b61c96edb17849854614fe6b7f0a369882ff031502a59e5c2bfc1084a43500c7"),
+    ShippedScript("probe_peers.ps1", probe_peers,
+                  "bab730058250c8e1797adfed72bfd7b8054ac20252d04ac4aa8d0de048bb761e"),
 )

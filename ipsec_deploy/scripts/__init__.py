@@ -46,3 +46,7 @@ def disarm_restore_script() -> FixedScript:
 
 def list_restores_script() -> FixedScript:
     return load_script("list_restores")
+
+
+def probe_peers_script() -> FixedScript:
+    return load_script("probe_peers")

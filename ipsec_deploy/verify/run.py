@@ -14,7 +14,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 from ..executor.state import HostState, StateError, parse_host_state
 from ..objects import IPsecRule
 from ..planner.model import Plan
-from ..scripts import read_security_associations_script, read_state_script
+from ..scripts import probe_peers_script, read_security_associations_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
 from .classify import PASSING, RULE_MISSING, SKIPPED, HostSAs, PairResult, classify, parse_sas
 from .expectations import PairProbe
@@ -168,20 +168,19 @@ class Verifier:
             by_host.setdefault(probe.initiator, []).append(probe)
 
         def probe_host(host: str) -> dict[int, bool | None]:
-            results: dict[int, bool | None] = {}
-            for probe in by_host[host]:
-                parameters: dict[str, Any] = {"ComputerName": probe.responder_address, "WarningAction": "SilentlyContinue"}
-                if probe.port is not None:
-                    parameters["Port"] = probe.port
-                try:
-                    output, _ = self._call(host, lambda c: c.run_cmdlet("Test-NetConnection", parameters))
-                except TransportError as error:
-                    log.warning("%s: probe %s failed: %s", host, probe.label, error.reason)
-                    results[id(probe)] = None
-                    continue
-                result = output[0] if output and isinstance(output[0], dict) else {}
-                key = "TcpTestSucceeded" if probe.port is not None else "PingSucceeded"
-                results[id(probe)] = str(result.get(key, "")).lower() == "true"
+            # One pipeline for all of a host's probes: on a WAN each
+            # pipeline costs round trips.
+            probes_of_host = by_host[host]
+            payload = [{"ComputerName": p.responder_address, "Port": p.port} for p in probes_of_host]
+            try:
+                output = self._call(host, lambda c: c.run_script(probe_peers_script(), {"Probes": payload}, retry=True))
+            except (TransportError, RemoteCommandFailed) as error:
+                log.warning("%s: probes failed: %s", host, error)
+                return {id(p): None for p in probes_of_host}
+            results: dict[int, bool | None] = {id(p): None for p in probes_of_host}
+            for probe, record in zip(probes_of_host, output):
+                if isinstance(record, dict):
+                    results[id(probe)] = str(record.get("Succeeded", "")).lower() == "true"
             return results
 
         merged: dict[int, bool | None] = {}

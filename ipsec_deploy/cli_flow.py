@@ -139,10 +139,11 @@ def run_change(
     returns whether it passed.
     """
     names = [host.name for host, _ in targets]
-    with ProgressEvents(stderr, names) as events:
-        executor.events = events
-        change_set = executor.prepare(targets)
+    change_set = None
     try:
+        with ProgressEvents(stderr, names) as events:
+            executor.events = events
+            change_set = executor.prepare(targets)
         leftovers = find_leftover_restores(change_set)
         print_change_set(change_set, stdout)
         for name, restores in sorted(leftovers.items()):
@@ -194,7 +195,8 @@ def run_change(
         stdout.print(f"Journal: {journal.directory}")
         verified = after_apply(change_set) if after_apply is not None else True
     finally:
-        change_set.close()
+        if change_set is not None:
+            change_set.close()
 
     raise typer.Exit(EXIT_FAILED if result == "failed" or not verified else EXIT_OK)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..cmdlets import CmdletCall
-from ..objects import KIND_ORDER, IPsecRule, MainModeCryptoSet, PlannedObject
+from ..objects import KIND_ORDER, IPsecRule, MainModeCryptoSet, Phase1AuthSet, Phase2AuthSet, PlannedObject
 
 Action = Literal["create", "update", "delete"]
 
@@ -68,6 +68,22 @@ def comparable(current: PlannedObject, desired: PlannedObject) -> PlannedObject:
     if isinstance(current, MainModeCryptoSet) and isinstance(desired, MainModeCryptoSet) and desired.max_minutes is None:
         return replace(current, max_minutes=None)
     return current
+
+
+def with_secret_names(current: PlannedObject, desired: PlannedObject | None) -> PlannedObject:
+    """Return ``current`` with the environment variable names of its pre-shared keys taken from ``desired``.
+
+    A host never returns a pre-shared key, so a set read back has no name for
+    its key; without one the set would always differ from the plan, and an
+    undo or restore that recreates it could not find its key.
+    """
+    if not isinstance(current, (Phase1AuthSet, Phase2AuthSet)) or not isinstance(desired, type(current)):
+        return current
+    names = iter(p.key_env for p in desired.proposals if p.method == "pre_shared_key")
+    proposals = tuple(
+        replace(p, key_env=next(names, None)) if p.method == "pre_shared_key" and p.key_env is None else p for p in current.proposals
+    )
+    return replace(current, proposals=proposals)
 
 
 def needs_recreate(current: PlannedObject, desired: PlannedObject) -> bool:

@@ -1,7 +1,7 @@
 """Staged rollout: never leave a pair with Require on one host while the peer lacks its rule.
 
 A Require rule drops every packet that arrives without an SA, so the order of
-changes across hosts matters. The rollout runs in three stages:
+changes across hosts matters. The rollout runs in stages:
 
 1. lower, then request: first every existing Require rule that will change
    or go is lowered to Request on every host; then every new or changed
@@ -33,11 +33,11 @@ from ..inventory.model import Host
 from ..objects import IPsecRule, MainModeRule, PlannedObject
 from ..planner.model import Plan
 from ..planner.traffic import address_covered
-from ..verify.classify import PairResult
+from ..verify.classify import SKIPPED, PairResult
 from ..verify.expectations import PairProbe
 from ..transport.base import RemoteCommandFailed, TransportError
 from .confirm import ArmedRestore, arm_restore, disarm_restore
-from .diff import diff_host
+from .diff import comparable, diff_host
 from .journal import RunJournal
 from .payload import PayloadError
 from .run import ChangeSet, Executor, HostChange, HostResult
@@ -72,6 +72,7 @@ class RolloutReport:
     kept_for_peers: list[str] = field(default_factory=list)  # removals deferred because a peer failed
     pending_restores: list[str] = field(default_factory=list)  # "HOST: restores itself at ..." when not confirmed
     clock_warnings: list[str] = field(default_factory=list)  # hosts whose clock runs ahead of the controller's
+    raised_unverified: list[str] = field(default_factory=list)  # rules raised although their pair cannot be probed
 
     @property
     def failed(self) -> bool:
@@ -86,12 +87,37 @@ def _needs_staging(rule: IPsecRule) -> bool:
     return not rule.is_exemption and "Require" in (rule.inbound_security, rule.outbound_security)
 
 
+def affected_rules(current: Objects, desired: tuple[PlannedObject, ...]) -> set[str]:
+    """Return the names of current rules whose negotiation changes: the rule itself, or a set or main mode rule it uses.
+
+    A crypto or auth set changes in place under its name, so the rules that
+    use it must be staged as if they changed themselves.
+    """
+    wanted = {(obj.kind, obj.name): obj for obj in desired}
+    changed = {
+        name
+        for (kind, name), obj in current.items()
+        if kind != IPsecRule.kind and (kind, name) in wanted and comparable(obj, wanted[(kind, name)]) != wanted[(kind, name)]
+    }
+    affected = set()
+    for key, obj in current.items():
+        if not isinstance(obj, IPsecRule):
+            continue
+        main_mode_rule = current.get((MainModeRule.kind, obj.name.replace("-rule-", "-mmrule-", 1)))
+        uses = {obj.phase1_auth_set, obj.phase2_auth_set, obj.quick_mode_crypto_set}
+        if isinstance(main_mode_rule, MainModeRule):
+            uses |= {main_mode_rule.name, main_mode_rule.main_mode_crypto_set, main_mode_rule.phase1_auth_set}
+        if wanted.get(key) != obj or uses & changed:
+            affected.add(obj.name)
+    return affected
+
+
 def stage_lower(current: Objects, desired: tuple[PlannedObject, ...]) -> Objects:
     """Return one host's objects with every Require rule that will change or go lowered to Request."""
-    wanted = {(obj.kind, obj.name): obj for obj in desired}
+    affected = affected_rules(current, desired)
     stage = dict(current)
     for key, obj in current.items():
-        if isinstance(obj, IPsecRule) and _needs_staging(obj) and wanted.get(key) != obj:
+        if isinstance(obj, IPsecRule) and _needs_staging(obj) and obj.name in affected:
             stage[key] = _lowered(obj)
     return stage
 
@@ -104,11 +130,25 @@ def stage_request(current: Objects, desired: tuple[PlannedObject, ...], frozen: 
     named in ``frozen`` keep their current form: a peer they cover still
     holds its old rule, which needs them as its mirror.
     """
+    # A frozen rule keeps the sets and main mode rule it negotiates with,
+    # too, or its blocked peer's old Require rule could no longer agree.
+    kept = {(IPsecRule.kind, name) for name in frozen}
+    for name in frozen:
+        rule = current.get((IPsecRule.kind, name))
+        if not isinstance(rule, IPsecRule):
+            continue
+        main_mode_rule = current.get((MainModeRule.kind, name.replace("-rule-", "-mmrule-", 1)))
+        references = [rule.phase1_auth_set, rule.phase2_auth_set, rule.quick_mode_crypto_set]
+        if isinstance(main_mode_rule, MainModeRule):
+            kept.add((MainModeRule.kind, main_mode_rule.name))
+            references += [main_mode_rule.main_mode_crypto_set, main_mode_rule.phase1_auth_set]
+        kept |= {key for key in current if key[0] != IPsecRule.kind and key[1] in references}
+
     stage: Objects = {}
     lowered: set[str] = set()
     for obj in desired:
         key = (obj.kind, obj.name)
-        if obj.name in frozen and key in current:
+        if key in kept and key in current:
             stage[key] = current[key]
         elif isinstance(obj, IPsecRule) and _needs_staging(obj) and current.get(key) != obj:
             stage[key] = _lowered(obj)
@@ -158,8 +198,9 @@ class Rollout:
         self.all_hosts = [host_plan.host for host_plan in plan.hosts] + list(outside_hosts)
 
     def run(self, change_set: ChangeSet, verify_pairs) -> RolloutReport:
-        """Run the three stages. ``verify_pairs`` takes host names and returns PairResults for their pairs."""
+        """Arm the restores, run the stages, confirm. ``verify_pairs`` takes host names and returns PairResults for their pairs."""
         report = RolloutReport()
+        self.raised_unverified = report.raised_unverified
         self._verify_pairs = verify_pairs
         changes = {name: c for name, c in change_set.changes.items()}
         desired = {name: {(o.kind, o.name): o for o in c.desired} for name, c in changes.items()}
@@ -175,8 +216,13 @@ class Rollout:
 
         # Before the first change on a host, leave on it a restore of its
         # snapshot that fires at the deadline unless this run confirms it.
-        armed = self._arm(changes, report)
+        # Arming happens inside the try, so a Ctrl-C while arming still
+        # cancels the restores already left.
+        armed: dict[str, ArmedRestore] = {}
+        self.not_armed: set[str] = set()
+        self.attempted: set[str] = set()
         try:
+            self._arm(changes, armed, report)
             self._stages(changes, desired, expected, snapshots, report)
         finally:
             # Confirm the hosts still reachable, also after Ctrl-C: the run
@@ -188,35 +234,37 @@ class Rollout:
             report.results.setdefault(name, HostResult(name, "unchanged"))
         return report
 
-    def _arm(self, changes: dict[str, HostChange], report: RolloutReport) -> dict[str, ArmedRestore]:
-        armed: dict[str, ArmedRestore] = {}
+    def _arm(self, changes: dict[str, HostChange], armed: dict[str, ArmedRestore], report: RolloutReport) -> None:
+        """Arm each host's restore, recording each one as soon as it is on the host."""
         if self.options.confirm_timeout is None:
-            return armed
+            return
         deadline = datetime.now(timezone.utc) + self.options.confirm_timeout
 
-        def arm(change: HostChange):
+        def arm(change: HostChange) -> None:
+            name = change.host.name
+            # Recorded before the call: a failure or Ctrl-C midway can leave
+            # files or a task on the host, which the confirmation removes.
+            self.attempted.add(name)
             try:
-                return change.host.name, arm_restore(change.connection, self.journal.run_id, self.executor.group, self.executor.policy_store, change.state.objects(), deadline), None
+                restore = arm_restore(change.connection, self.journal.run_id, self.executor.group, self.executor.policy_store, change.state.objects(), deadline)
             except (TransportError, RemoteCommandFailed, PayloadError, ValueError) as error:
-                return change.host.name, None, str(error).removeprefix(f"{change.host.name}: ")
+                # Without a way back, the host is not changed at all; it
+                # keeps its old rules, so its peers treat it as blocked.
+                self.not_armed.add(name)
+                detail = f"cannot leave the restore task on the host, so it was not changed: {str(error).removeprefix(name + ': ')}"
+                report.results[name] = HostResult(name, "failed", detail=detail)
+                self.journal.record_host(name, "failed", detail)
+                return
+            armed[name] = restore
+            self.journal.record_restore(name, restore.task_name, restore.deadline.isoformat(), "armed")
+            ahead = restore.host_time - datetime.now(timezone.utc) if restore.host_time else timedelta(0)
+            if ahead > CLOCK_TOLERANCE:
+                # The deadline is the controller's, so a host whose clock
+                # runs ahead restores itself that much earlier.
+                minutes = ahead.total_seconds() / 60
+                report.clock_warnings.append(f"{name}: its clock is {minutes:.0f} minute(s) ahead of this workstation's, so its restore task fires that much before the deadline")
 
-        to_arm = [c for c in changes.values() if c.reachable and c.operations]
-        for name, restore, error in self.executor.parallel(to_arm, arm):
-            if restore is None:
-                # Without a way back, the host is not changed at all.
-                changes[name].operations = []
-                report.results[name] = HostResult(name, "failed", detail=f"cannot leave the restore task on the host, so it was not changed: {error}")
-                self.journal.record_host(name, "failed", report.results[name].detail)
-            else:
-                armed[name] = restore
-                self.journal.record_restore(name, restore.task_name, restore.deadline.isoformat(), "armed")
-                ahead = restore.host_time - datetime.now(timezone.utc) if restore.host_time else timedelta(0)
-                if ahead > CLOCK_TOLERANCE:
-                    # The deadline is the controller's, so a host whose clock
-                    # runs ahead restores itself that much earlier.
-                    minutes = ahead.total_seconds() / 60
-                    report.clock_warnings.append(f"{name}: its clock is {minutes:.0f} minute(s) ahead of this workstation's, so its restore task fires that much before the deadline")
-        return armed
+        self.executor.parallel([c for c in changes.values() if c.reachable and c.operations], arm)
 
     def _confirm(self, changes: dict[str, HostChange], armed: dict[str, ArmedRestore], report: RolloutReport) -> None:
         def disarm(name: str):
@@ -225,10 +273,19 @@ class Rollout:
             except (TransportError, RemoteCommandFailed) as error:
                 return name, None, str(error).removeprefix(f"{name}: ")
 
-        for name, result, error in self.executor.parallel(sorted(armed), disarm):
+        for name, result, error in self.executor.parallel(sorted(set(armed) | self.attempted), disarm):
+            if name not in armed:
+                # Arming failed or was interrupted: whatever it left is gone
+                # now, or the next run lists it as left behind.
+                if result is None:
+                    report.pending_restores.append(f"{name}: cannot remove what a failed arming may have left ({error}); the next apply or revert lists it")
+                continue
             if result is None:
                 deadline = armed[name].deadline.isoformat(timespec="seconds")
-                report.pending_restores.append(f"{name}: not confirmed ({error}); it restores its objects from before the run at {deadline}")
+                detail = f"not confirmed ({error}); it restores its objects from before the run at {deadline}"
+                report.pending_restores.append(f"{name}: {detail}")
+                report.results[name] = HostResult(name, "failed", detail=detail)
+                self.journal.record_host(name, "failed", detail)
                 continue
             if result.restore_ran:
                 report.results[name] = HostResult(name, "failed", detail="the host restored its objects from before the run before the run could confirm it")
@@ -242,11 +299,8 @@ class Rollout:
 
         # Stage 1a: lower every Require rule that will change or go, on every
         # host, before any host changes what its rules cover.
-        lower_stage = {
-            name: stage_lower(expected[name], change.desired)
-            for name, change in changes.items()
-            if change.reachable and change.operations
-        }
+        active = {name for name, c in changes.items() if c.reachable and c.operations and name not in self.not_armed}
+        lower_stage = {name: stage_lower(expected[name], changes[name].desired) for name in active}
         passed_lower = {name for name, c in changes.items() if c.reachable and not c.operations}
         passed_lower |= self._apply_stage("lower", changes, expected, lower_stage, report, batched=True)
         blocked = self._blocked_hosts(changes, passed_lower)
@@ -256,7 +310,7 @@ class Rollout:
         lowered: dict[str, set[str]] = {}
         request_stage: dict[str, Objects] = {}
         for name, change in changes.items():
-            if name not in passed_lower or not change.operations:
+            if name not in passed_lower or name not in active:
                 continue
             frozen = self._rules_covering(expected[name], blocked)
             for rule_name in sorted(frozen):
@@ -393,6 +447,12 @@ class Rollout:
             result = _pair_result(pair_results, host, rule_name, mirror.host, mirror.rule)
             if result is None:
                 return f"the pair with {mirror.host} was not verified"
+            if result.status == SKIPPED:
+                # Verification cannot probe this traffic, and holding the
+                # rule would keep it in Request on every run: raise it, and
+                # say so.
+                self.raised_unverified.append(f"{host}: {rule_name} (the pair with {mirror.host}: {result.reason})")
+                continue
             if not result.passed:
                 return f"the pair with {mirror.host}: {result.status}: {result.reason}"
         return None

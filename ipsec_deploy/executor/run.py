@@ -17,7 +17,7 @@ from ..planner.traffic import addresses_overlap, ports_overlap, protocols_overla
 from ..scripts import apply_changes_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
 from ..transport.credentials import CredentialError
-from .diff import Operation, diff_host
+from .diff import Operation, diff_host, with_secret_names
 from .journal import RunJournal
 from .payload import PayloadError, operations_payload
 from .state import HostState, StateError, parse_host_state
@@ -138,13 +138,18 @@ class Executor:
                 self.events.host_status(host.name, "reading")
                 records = change.connection.run_script(read_state_script(), {"Group": self.group, "PolicyStore": self.policy_store}, retry=True)
                 change.state = parse_host_state(records)
+                wanted = {(obj.kind, obj.name): obj for obj in desired}
+                change.state.managed = {key: with_secret_names(obj, wanted.get(key)) for key, obj in change.state.managed.items()}
                 change.operations = diff_host(change.state.managed, desired, self.policy_store)
                 change.warnings = overlap_warnings(change.state, desired)
                 self.events.host_status(host.name, f"{len(change.operations)} change(s)" if change.operations else "no changes")
             except (TransportError, RemoteCommandFailed, CredentialError, StateError) as error:
                 change.error = str(error).removeprefix(f"{host.name}: ")
-                # The result carries the error to the caller, who shows it.
                 log.info("%s: not read: %s", host.name, change.error)
+                self.events.host_status(host.name, "unreachable")
+            except Exception as error:  # noqa: BLE001 - one host's unexpected data must not stop the others
+                change.error = f"unexpected error while reading the host: {type(error).__name__}: {error}"
+                log.exception("%s: reading the host failed", host.name)
                 self.events.host_status(host.name, "unreachable")
             return change
 

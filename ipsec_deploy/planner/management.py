@@ -24,7 +24,7 @@ from ..inventory.model import Host, Inventory, IPAddress, IPNetwork, Location
 from ..inventory.problems import ProblemCollector
 from ..objects import ANY_ADDRESS, IPsecRule
 from .model import Plan
-from .traffic import address_covered, parse_address, ports_overlap, protocols_overlap
+from .traffic import address_covered, parse_network, ports_overlap, protocols_overlap
 
 # The pseudo-policy of the planned management exemption. Its rule is named
 # <managed_group>-rule-management-exemption, and the loader rejects a policy
@@ -167,7 +167,7 @@ def _uncovered_controller_part(
     if _is_any(rule.remote_address):
         exposed = [controller]
     else:
-        exposed = [part for text in rule.remote_address if (part := _intersection(controller, parse_address(text))) is not None]
+        exposed = [part for text in rule.remote_address if (part := _intersection(controller, parse_network(text))) is not None]
 
     for exemption in exemptions:
         if not exposed:
@@ -177,7 +177,7 @@ def _uncovered_controller_part(
         if _is_any(exemption.remote_address):
             return []
         for text in exemption.remote_address:
-            exposed = _subtract(exposed, parse_address(text))
+            exposed = _subtract(exposed, parse_network(text))
     return exposed
 
 

@@ -87,6 +87,8 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
         console.print(f"[yellow]kept for now: {escape(line)}[/yellow]", highlight=False)
     for line in report.pending_restores:
         console.print(f"[red]{escape(line)}[/red]", highlight=False)
+    for line in report.raised_unverified:
+        console.print(f"[yellow]raised without verification: {escape(line)}[/yellow]", highlight=False)
     for line in report.clock_warnings:
         console.print(f"[yellow]warning: {escape(line)}[/yellow]", highlight=False)
 

@@ -109,6 +109,13 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+def _close_quietly(pool: RunspacePool) -> None:
+    try:
+        pool.close()
+    except Exception as error:  # noqa: BLE001 - best effort after a failure that is reported already
+        log.debug("closing a half-open session failed: %s", error)
+
+
 def remote_error(record: Any) -> RemoteError:
     """Read the message, error id and category of a pypsrp ErrorRecord."""
     message = str(record).strip() or (getattr(record, "message", None) or "an error record without a message")
@@ -165,7 +172,13 @@ class PsrpConnection:
                         no_proxy=_is_loopback(settings.address),
                     )
                     pool = RunspacePool(wsman)
-                    pool.open()
+                    try:
+                        pool.open()
+                    except Exception:
+                        # The shell may exist although the open failed; left
+                        # behind, it counts against the user's shell quota.
+                        _close_quietly(pool)
+                        raise
                 except (TransportError, RemoteCommandFailed):
                     raise
                 except Exception as error:  # noqa: BLE001 - classified below, never leaks credentials

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -252,9 +253,14 @@ class Verifier:
                 for event in events.get(host, []):
                     event_id = int(str(event.get("Id", "0")) or 0)
                     message = str(event.get("Message", ""))
-                    if event_id in FAILURE_EVENT_IDS and peer in message:
+                    if event_id in FAILURE_EVENT_IDS and mentions_address(message, peer):
                         result.events.append(f"{host} event {event_id}: {failure_reason(message)}")
                         break
+
+
+def mentions_address(message: str, address: str) -> bool:
+    """Return whether an event message names this address, not just one that starts with it (10.0.1.1 vs 10.0.1.10)."""
+    return re.search(rf"(?<![0-9A-Fa-f.:]){re.escape(address)}(?![0-9A-Fa-f.:])", message) is not None
 
 
 def failure_reason(message: str) -> str:

@@ -17,6 +17,13 @@ _COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "
 
 
 def print_report(report: VerifyReport, console: Console) -> None:
+    if not report.pairs:
+        for finding in report.exemption_findings:
+            console.print(f"[red]{escape(finding)}[/red]")
+        for host, error in sorted(report.host_errors.items()):
+            console.print(f"[red]{host}: not verified: {escape(error)}[/red]")
+        console.print("No pair to verify: no mirrored pair has both of its hosts in this command.")
+        return
     table = Table(title="Verification", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("Policy")
     table.add_column("Pair (probe)", overflow="fold")
@@ -37,9 +44,6 @@ def print_report(report: VerifyReport, console: Console) -> None:
     for host, error in sorted(report.host_errors.items()):
         console.print(f"[red]{host}: not verified: {escape(error)}[/red]")
     passed = sum(1 for r in report.pairs if r.passed)
-    if not report.pairs:
-        console.print("No pair to verify: no mirrored pair has both of its hosts in this command.")
-        return
     verdict = "[green]every pair is as planned[/green]" if report.passed else "[red]some pairs or hosts are not as planned[/red]"
     console.print(f"{passed} of {len(report.pairs)} pair(s) as planned: {verdict}")
 

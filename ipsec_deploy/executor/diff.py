@@ -43,8 +43,8 @@ def set_call(obj: PlannedObject, policy_store: str) -> CmdletCall:
     """Set every property of an existing object to the values of ``obj``."""
     specific = obj.specific_parameters()
     if isinstance(obj, IPsecRule):
-        # New- leaves out empty port lists, but Set- must say "Any" to clear
-        # ports the rule had, or they stay and the rule never converges.
+        # New- leaves out empty port lists, but Set- must pass "Any" to
+        # clear ports the rule had, or they stay and the rule never converges.
         given = {name for name, _ in specific}
         specific += tuple((name, ("Any",)) for name in ("LocalPort", "RemotePort") if name not in given)
     return CmdletCall(
@@ -74,7 +74,7 @@ def with_secret_names(current: PlannedObject, desired: PlannedObject | None) -> 
     """Return ``current`` with the environment variable names of its pre-shared keys taken from ``desired``.
 
     A host never returns a pre-shared key, so a set read back has no name for
-    its key; without one the set would always differ from the plan, and an
+    its key. Without one the set would always differ from the plan, and an
     undo or restore that recreates it could not find its key.
     """
     if not isinstance(current, (Phase1AuthSet, Phase2AuthSet)) or not isinstance(desired, type(current)):

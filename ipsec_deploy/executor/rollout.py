@@ -127,8 +127,8 @@ def stage_request(current: Objects, desired: tuple[PlannedObject, ...], frozen: 
 
     New and changed rules go in at Request; rules and sets the plan drops
     stay, with the rules lowered to Request, until the remove stage. Rules
-    named in ``frozen`` keep their current form: a peer they cover still
-    holds its old rule, which needs them as its mirror.
+    named in ``frozen`` keep their current form, because a peer they cover
+    still has its old rule, which needs them as its mirror.
     """
     # A frozen rule keeps the sets and main mode rule it negotiates with,
     # too, or its blocked peer's old Require rule could no longer agree.
@@ -449,8 +449,8 @@ class Rollout:
                 return f"the pair with {mirror.host} was not verified"
             if result.status == SKIPPED:
                 # Verification cannot probe this traffic, and holding the
-                # rule would keep it in Request on every run: raise it, and
-                # say so.
+                # rule would keep it in Request on every run, so raise it
+                # and report that it was not verified.
                 self.raised_unverified.append(f"{host}: {rule_name} (the pair with {mirror.host}: {result.reason})")
                 continue
             if not result.passed:

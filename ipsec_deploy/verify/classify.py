@@ -133,7 +133,7 @@ def _main_mode(sas: HostSAs, local: str, remote: str) -> MainModeSA | None:
     return next((sa for sa in sas.main_mode if sa.local == local and sa.remote == remote), None)
 
 
-def _quick_mode(sas: HostSAs, local: str, remote: str, probe: PairProbe, responder_side: bool) -> QuickModeSA | None:
+def _quick_mode(sas: HostSAs, local: str, remote: str, probe: PairProbe) -> QuickModeSA | None:
     # A transport-mode SA for a rule with protocol Any carries protocol 0.
     wanted = _PROTOCOL_NUMBERS.get(probe.protocol, 0)
     for sa in sas.quick_mode:
@@ -178,7 +178,7 @@ def classify(probe: PairProbe, initiator: HostSAs, responder: HostSAs, probe_suc
 
     local, remote = probe.initiator_address, probe.responder_address
     main_a, main_b = _main_mode(initiator, local, remote), _main_mode(responder, remote, local)
-    quick_a, quick_b = _quick_mode(initiator, local, remote, probe, False), _quick_mode(responder, remote, local, probe, True)
+    quick_a, quick_b = _quick_mode(initiator, local, remote, probe), _quick_mode(responder, remote, local, probe)
 
     if probe.exemption:
         # An SA of a protocol-Any rule between the same hosts does not carry

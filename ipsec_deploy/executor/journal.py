@@ -37,11 +37,15 @@ class JournalError(Exception):
 
 
 def _write_private(path: Path, text: str) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    descriptor = os.open(path, flags, 0o600)
+    """Write a file readable by its owner only, replacing it whole, so a crash never leaves half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(text)
-    os.chmod(path, 0o600)  # an existing file keeps its old mode on O_CREAT
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o600)  # an existing file keeps its old mode on O_CREAT
+    os.replace(temporary, path)
 
 
 def _sha256(path: Path) -> str:
@@ -187,7 +191,7 @@ def list_runs(root: Path) -> list[RunSummary]:
         except JournalError:
             summaries.append(RunSummary(directory.name, "?", "?", {}, "unreadable", None))
             continue
-        summaries.append(RunSummary(data["run_id"], data.get("kind", "?"), data.get("started", "?"), data.get("hosts", {}), data.get("result", "?"), data.get("reverts"), data.get("restores", {})))
+        summaries.append(RunSummary(data.get("run_id", directory.name), data.get("kind", "?"), data.get("started", "?"), data.get("hosts", {}), data.get("result", "?"), data.get("reverts"), data.get("restores", {})))
     return summaries
 
 

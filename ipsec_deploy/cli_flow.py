@@ -245,10 +245,21 @@ def deploy(
         return report.passed and not held_in_request
 
     def staged_rollout(change_set: ChangeSet, journal: RunJournal) -> list:
-        verifier = Verifier(sessions_of(change_set), the_plan.managed_group, the_plan.policy_store, VerifyOptions(timeout=options.verify_timeout))
+        verifier = Verifier(
+            sessions_of(change_set),
+            the_plan.managed_group,
+            the_plan.policy_store,
+            VerifyOptions(timeout=options.verify_timeout, renegotiate=True),
+        )
 
-        def verify_pairs(hosts: list[str]) -> list:
-            probes = [p for p in plan_probes(the_plan, probe_ports) if p.initiator in hosts and p.responder in hosts]
+        def verify_pairs(hosts: list[str], rules: set[tuple[str, str]]) -> list:
+            probes = [
+                p
+                for p in plan_probes(the_plan, probe_ports)
+                if p.initiator in hosts
+                and p.responder in hosts
+                and ((p.initiator, p.initiator_rule) in rules or (p.responder, p.responder_rule) in rules)
+            ]
             return verifier.verify(the_plan, probes).pairs
 
         in_run = {host_plan.host.name for host_plan in the_plan.hosts}

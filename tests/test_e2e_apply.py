@@ -35,7 +35,11 @@ def planned_names(inventory: Path, host: str) -> set[tuple[str, str]]:
 
 
 def write_counts(running) -> dict[str, int]:
-    return {name: host.write_count for name, host in running.hosts.items()}
+    """Count each host's writes to its IPsec policy; removing SAs before a verification is not one."""
+    return {
+        name: sum(1 for entry in host.write_log if not entry["cmdlet"].endswith("SA"))
+        for name, host in running.hosts.items()
+    }
 
 
 def test_apply_creates_exactly_the_plan(lab):

@@ -198,7 +198,11 @@ class Rollout:
         self.all_hosts = [host_plan.host for host_plan in plan.hosts] + list(outside_hosts)
 
     def run(self, change_set: ChangeSet, verify_pairs) -> RolloutReport:
-        """Arm the restores, run the stages, confirm. ``verify_pairs`` takes host names and returns PairResults for their pairs."""
+        """Arm the restores, run the stages, confirm.
+
+        ``verify_pairs(hosts, rules)`` returns the PairResults of the pairs
+        between ``hosts`` that involve one of ``rules`` ((host, rule name)).
+        """
         report = RolloutReport()
         self.raised_unverified = report.raised_unverified
         self._verify_pairs = verify_pairs
@@ -324,7 +328,10 @@ class Rollout:
         passed_request |= self._apply_stage("request", changes, expected, request_stage, report, batched=True)
 
         # Stage 2: raise the verified pairs.
-        pair_results = self._verify_pairs(sorted(passed_request)) if any(lowered.get(h) for h in passed_request) else []
+        # Only pairs with a lowered rule need verifying; pairs the run did
+        # not touch keep their SAs and traffic undisturbed.
+        lowered_rules = {(host, rule) for host in passed_request for rule in lowered.get(host, ())}
+        pair_results = self._verify_pairs(sorted(passed_request), lowered_rules) if lowered_rules else []
         report.pair_results = pair_results
         failing_hosts = self._hosts_with_failing_pairs(pair_results, lowered)
         if self.options.strict and failing_hosts:

@@ -1,4 +1,4 @@
-"""Python counterparts of the verification scripts: read_security_associations.ps1 and probe_peers.ps1.
+"""Python counterparts of the verification scripts: reading, probing and clearing SAs.
 
 Like the other counterparts, it calls the emulated cmdlets and returns the
 hashtables the script emits, and it is registered only while the script
@@ -77,6 +77,19 @@ def probe_peers(host: LabHost, parameters: dict[str, Any], input: list[Any]) -> 
     return output
 
 
+def clear_security_associations(host: LabHost, parameters: dict[str, Any], input: list[Any]) -> list[dict[str, Any]]:
+    """Counterpart of clear_security_associations.ps1: remove the SAs with the given peers."""
+    bound = bind_script_parameters("clear_security_associations.ps1", parameters, ("RemoteAddress",))
+    peers = {powershell_string(address) for address in foreach_items(bound["RemoteAddress"])}
+    counts = {}
+    for noun, key in (("NetIPsecQuickModeSA", "QuickModeSAs"), ("NetIPsecMainModeSA", "MainModeSAs")):
+        matching = [sa for sa in host.invoke_checked(f"Get-{noun}", {}) if powershell_string(sa.properties.get("RemoteEndpoint")) in peers]
+        if matching:
+            host.invoke_checked(f"Remove-{noun}", {"Name": [powershell_string(sa.properties.get("Name")) for sa in matching]})
+        counts[key] = len(matching)
+    return [counts]
+
+
 # Digests of the normalised script texts; update one only together with
 # its counterpart above.
 VERIFY_SHIPPED_SCRIPTS = (
@@ -84,4 +97,6 @@ VERIFY_SHIPPED_SCRIPTS = (
                   "b61c96edb17849854614fe6b7f0a369882ff031502a59e5c2bfc1084a43500c7"),
     ShippedScript("probe_peers.ps1", probe_peers,
                   "bab730058250c8e1797adfed72bfd7b8054ac20252d04ac4aa8d0de048bb761e"),
+    ShippedScript("clear_security_associations.ps1", clear_security_associations,
+                  "5cb2889dd31dfcb28468f9ef029dc208ea2e4f27444f1358bef9509e2495a138"),
 )

@@ -50,3 +50,7 @@ def list_restores_script() -> FixedScript:
 
 def probe_peers_script() -> FixedScript:
     return load_script("probe_peers")
+
+
+def clear_security_associations_script() -> FixedScript:
+    return load_script("clear_security_associations")

@@ -15,7 +15,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 from ..executor.state import HostState, StateError, parse_host_state
 from ..objects import IPsecRule
 from ..planner.model import Plan
-from ..scripts import probe_peers_script, read_security_associations_script, read_state_script
+from ..scripts import clear_security_associations_script, probe_peers_script, read_security_associations_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
 from .classify import PASSING, RULE_MISSING, SKIPPED, HostSAs, PairResult, classify, parse_sas
 from .expectations import PairProbe
@@ -33,6 +33,11 @@ class VerifyOptions:
     timeout: float = 30.0  # seconds to wait for SAs to appear
     interval: float = 2.0  # seconds between reads of the SAs
     max_events: int = 20
+
+    # Remove the pairs' SAs before probing, so that SAs negotiated under
+    # earlier rules or sets cannot pass for the current ones. The staged
+    # rollout does this; a plain verify leaves running traffic alone.
+    renegotiate: bool = False
 
 
 @dataclass
@@ -95,6 +100,8 @@ class Verifier:
         report.exemption_findings = self._check_exemptions(plan, states)
 
         active = [p for p in probes if not p.skip_reason and p.initiator not in report.host_errors and p.responder not in report.host_errors]
+        if self.options.renegotiate:
+            self._clear_sas(active)
         outcomes = self._run_probes(active)
         sas = self._wait_for_sas(active, outcomes, report)
 
@@ -161,6 +168,23 @@ class Verifier:
                 elif current != rule:
                     findings.append(f"{host_plan.host.name}: exemption '{rule.name}' differs from the plan; run apply to restore it")
         return findings
+
+    def _clear_sas(self, probes: list[PairProbe]) -> None:
+        """Remove each host's SAs with the peers it is about to be probed with."""
+        peers: dict[str, set[str]] = {}
+        for probe in probes:
+            peers.setdefault(probe.initiator, set()).add(probe.responder_address)
+            peers.setdefault(probe.responder, set()).add(probe.initiator_address)
+
+        def clear(host: str) -> None:
+            try:
+                self._call(host, lambda c: c.run_script(clear_security_associations_script(), {"RemoteAddress": sorted(peers[host])}, retry=True))
+            except (TransportError, RemoteCommandFailed) as error:
+                # Verification still runs; old SAs may then show up as a
+                # difference and hold the pair in Request.
+                log.warning("%s: removing old SAs failed: %s", host, error)
+
+        self._on_hosts(list(peers), clear)
 
     def _run_probes(self, probes: list[PairProbe]) -> dict[int, bool | None]:
         """Send each probe from its initiator; return whether each connection succeeded."""

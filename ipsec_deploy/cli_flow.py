@@ -23,6 +23,7 @@ from .executor.confirm import RestoreStatus, disarm_restore, pending_restores
 from .executor.journal import RunJournal, mark_restore
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
+from .executor.state import HostState
 from .inventory import Inventory, InventoryError
 from .planner import Plan, management_path_problems
 from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout
@@ -252,7 +253,7 @@ def deploy(
             VerifyOptions(timeout=options.verify_timeout, renegotiate=True),
         )
 
-        def verify_pairs(hosts: list[str], rules: set[tuple[str, str]]) -> list:
+        def verify_pairs(hosts: list[str], rules: set[tuple[str, str]], states: dict[str, HostState]) -> list:
             probes = [
                 p
                 for p in plan_probes(the_plan, probe_ports)
@@ -260,7 +261,7 @@ def deploy(
                 and p.responder in hosts
                 and ((p.initiator, p.initiator_rule) in rules or (p.responder, p.responder_rule) in rules)
             ]
-            return verifier.verify(the_plan, probes).pairs
+            return verifier.verify(the_plan, probes, states).pairs
 
         in_run = {host_plan.host.name for host_plan in the_plan.hosts}
         outside = tuple(host for name, host in sorted(the_inventory.hosts.items()) if name not in in_run)
@@ -273,7 +274,7 @@ def deploy(
 
         def management_check(change_set: ChangeSet) -> list[str]:
             # The controller's address towards each host is the source
-            # address of the WinRM traffic the host receives; with --lab,
+            # address of the WinRM traffic the host receives. With --lab,
             # the lab's simulated controller address is used instead.
             addresses: list = list(the_inventory.controller)
             for change in change_set.changes.values():

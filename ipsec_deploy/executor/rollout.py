@@ -4,7 +4,7 @@ A Require rule drops every packet that arrives without an SA, so the order of
 changes across hosts matters. The rollout runs in stages:
 
 1. lower, then request: first every existing Require rule that will change
-   or go is lowered to Request on every host; then every new or changed
+   or go is lowered to Request on every host. Then every new or changed
    rule goes in with Request inbound and outbound. Request negotiates IPsec
    when the peer can and lets clear traffic through when it cannot, so no
    pair can break. A host leaves unchanged any rule that covers a host which
@@ -33,14 +33,15 @@ from ..inventory.model import Host
 from ..objects import IPsecRule, MainModeRule, PlannedObject
 from ..planner.model import Plan
 from ..planner.traffic import address_covered
+from ..transport.base import RemoteCommandFailed, TransportError
 from ..verify.classify import SKIPPED, PairResult
 from ..verify.expectations import PairProbe
-from ..transport.base import RemoteCommandFailed, TransportError
 from .confirm import ArmedRestore, arm_restore, disarm_restore
 from .diff import comparable, diff_host
 from .journal import RunJournal
 from .payload import PayloadError
 from .run import ChangeSet, Executor, HostChange, HostResult
+from .state import HostState
 
 log = logging.getLogger("ipsec_deploy.rollout")
 
@@ -200,8 +201,9 @@ class Rollout:
     def run(self, change_set: ChangeSet, verify_pairs) -> RolloutReport:
         """Arm the restores, run the stages, confirm.
 
-        ``verify_pairs(hosts, rules)`` returns the PairResults of the pairs
-        between ``hosts`` that involve one of ``rules`` ((host, rule name)).
+        ``verify_pairs(hosts, rules, states)`` returns the PairResults of the
+        pairs between ``hosts`` that involve one of ``rules`` ((host, rule
+        name)); ``states`` are the hosts' objects as the run left them.
         """
         report = RolloutReport()
         self.raised_unverified = report.raised_unverified
@@ -331,7 +333,10 @@ class Rollout:
         # Only pairs with a lowered rule need verifying; pairs the run did
         # not touch keep their SAs and traffic undisturbed.
         lowered_rules = {(host, rule) for host in passed_request for rule in lowered.get(host, ())}
-        pair_results = self._verify_pairs(sorted(passed_request), lowered_rules) if lowered_rules else []
+        # The run knows what each host now holds, so verification need not
+        # read the hosts' rules again: that saves a pipeline per host.
+        states = {name: HostState(managed=dict(expected[name])) for name in passed_request}
+        pair_results = self._verify_pairs(sorted(passed_request), lowered_rules, states) if lowered_rules else []
         report.pair_results = pair_results
         failing_hosts = self._hosts_with_failing_pairs(pair_results, lowered)
         if self.options.strict and failing_hosts:

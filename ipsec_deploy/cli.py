@@ -208,7 +208,7 @@ def write_scripts(the_plan: Plan, out: Path | None) -> None:
 JOURNAL_OPTION = typer.Option(
     Path(DEFAULT_JOURNAL_DIR),
     "--journal-dir",
-    help="Directory of the run journal (runs/<run-id>/ holds the plan, snapshots and operations).",
+    help="Directory of the run journal (runs/<run-id>/ contains the plan, snapshots and operations).",
     file_okay=False,
 )
 FORKS_OPTION = typer.Option(10, "--forks", min=1, max=200, help="How many hosts to work on in parallel.")

@@ -121,7 +121,8 @@ def test_runs_lists_apply_and_revert(lab):
     assert run_cli("revert", str(inventory), "--yes", "--journal-dir", str(journal)).exit_code == 0
     listing = run_cli("runs", "--journal-dir", str(journal))
     assert listing.exit_code == 0
-    assert "apply" in listing.stdout and "revert of" in listing.stdout
+    assert "apply" in listing.stdout
+    assert "revert of" in listing.stdout
     assert "DB-SRV01 (changed)" in listing.stdout
 
 

@@ -68,8 +68,8 @@ def test_apply_with_exemption_keeps_session(lab_factory, monkeypatch, tmp_path):
 
 
 def test_unlisted_controller_address_refused_at_apply(tmp_path):
-    # The workstation really sits at 10.0.9.6, which the inventory does not
-    # list; --lab stands the simulated controller address in for the
+    # The workstation is really at 10.0.9.6, which the inventory does not
+    # list. With --lab, the simulated controller address replaces the
     # connection's local address.
     inventory = tmp_path / "inv.yaml"
     inventory.write_text(INVENTORY.replace("controller_address: 10.0.9.5", "controller_address: 10.0.9.6"))

@@ -1,4 +1,4 @@
-"""Loader checks: each invalid input is reported with its line and a message that says what to do."""
+"""Loader checks: each invalid input is reported with its line and a message that gives the fix."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_basic_auth_over_http_is_rejected():
     text = "connection:\n  transport: http\n  auth: basic\n" + TWO_HOSTS
     line, message = single_error(text)
     assert line == 3
-    assert "Basic" in message and "https" in message
+    assert "Basic" in message
+    assert "https" in message
 
 
 def test_malformed_ip_address():
@@ -193,7 +194,7 @@ def test_pre_shared_key_rejected_without_opt_in():
     assert "allow_pre_shared_keys: true" in message
 
 
-def test_pre_shared_key_with_opt_in_warns_in_plan():
+def test_pre_shared_key_opt_in_warns():
     text = "allow_pre_shared_keys: true\n" + TWO_HOSTS.replace("auth:\n", "auth:\n" + PSK_PROFILE).replace(
         "auth: kerberos\n    crypto", "auth: lab-psk\n    crypto"
     )

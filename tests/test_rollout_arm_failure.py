@@ -8,7 +8,7 @@ from ipsec_deploy.transport.base import RemoteCommandFailed, RemoteError
 from tests.test_rollout_safety import ADDRESSES, INVENTORY, apply, invariant_violations, rules_of, start  # noqa: F401
 
 
-def test_arm_failure_host_still_requires_while_peers_drop_mirror(start, monkeypatch):
+def test_unarmed_host_keeps_peer_mirrors(start, monkeypatch):
     running, inventory, journal = start(INVENTORY)
     assert apply(inventory, journal).exit_code == 0
     assert invariant_violations(running, ADDRESSES) == []

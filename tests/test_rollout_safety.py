@@ -1,8 +1,8 @@
 """Staged rollout: whatever fails and wherever, no pair ends with Require on one host and no mirror on the peer.
 
-The property test injects a fault at every point of the rollout in turn
-(each host, each write cmdlet call of each stage, a dropped connection after
-each request, Ctrl-C between host steps), runs apply, and checks the
+The property test injects a fault at each point of the rollout in turn: each
+host, each write cmdlet call of each stage, a dropped connection after each
+request, and Ctrl-C between host steps. After each apply it checks the
 invariant on the lab hosts' resulting rules.
 """
 

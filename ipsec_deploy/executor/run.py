@@ -40,7 +40,7 @@ class _SilentEvents:
 
 @dataclass
 class HostChange:
-    """What one host needs, as read over its open session."""
+    """One host's pending change: its session, its objects as read, and the operations to apply."""
 
     host: Host
     connection: HostConnection | None

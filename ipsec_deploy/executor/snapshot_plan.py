@@ -1,6 +1,6 @@
 """A plan made from snapshots, so that revert can use the staged rollout and verification. Pure.
 
-A snapshot holds a host's objects as read from the host, without the
+A snapshot contains a host's objects as read from the host, without the
 policy each rule came from. Mirrors are found the way an admin would: a rule
 on a peer whose addresses and ports are this rule's, swapped.
 """

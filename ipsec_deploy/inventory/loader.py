@@ -481,7 +481,12 @@ class _InventoryReader:
             )
         # Checked on the merged settings, so a host that inherits auth
         # certificate and only changes its transport is caught too.
-        auth_line = section.line_of("auth") if "auth" in section else section.line_of("transport") if "transport" in section else section.line
+        if "auth" in section:
+            auth_line = section.line_of("auth")
+        elif "transport" in section:
+            auth_line = section.line_of("transport")
+        else:
+            auth_line = section.line
         if result.auth == "certificate" and result.transport == "https" and not (result.client_certificate and result.client_key):
             self.error(auth_line, f"certificate authentication in {where} needs client_certificate and client_key (PEM file paths)")
         if result.auth == "certificate" and result.transport == "http":
@@ -1064,7 +1069,7 @@ class _EndpointResolver:
             return None
         if not is_any and not addresses:
             # An empty endpoint would become "Any" in the rule and cover all
-            # traffic of the host, which nobody means by an empty group.
+            # traffic of the host, which an empty group never means.
             self.reader.error(
                 items.line,
                 f"{key} of {where} resolves to no address ({', '.join(references)} is empty); "

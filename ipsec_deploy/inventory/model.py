@@ -30,7 +30,7 @@ DEFAULT_PORTS: dict[str, int] = {"http": 5985, "https": 5986}
 
 @dataclass(frozen=True)
 class Location:
-    """Where a value was read: file and 1-based line."""
+    """The file and 1-based line a value was read from."""
 
     file: str
     line: int
@@ -41,7 +41,7 @@ class Location:
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """How the deployer reaches a host's WinRM listener."""
+    """Settings the deployer uses to reach a host's WinRM listener."""
 
     transport: Transport = "https"
     port: int | None = None

@@ -14,7 +14,7 @@ import yaml
 
 
 class SourceMap(dict):
-    """A mapping from YAML that knows the line of itself and of each key."""
+    """A mapping from YAML with its own line and the line of each key."""
 
     line: int
     key_lines: dict[str, int]
@@ -24,7 +24,7 @@ class SourceMap(dict):
 
 
 class SourceList(list):
-    """A sequence from YAML that knows the line of itself and of each item."""
+    """A sequence from YAML with its own line and the line of each item."""
 
     line: int
     item_lines: list[int]

@@ -56,7 +56,7 @@ def canonical_addresses(networks) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RuleSide:
-    """Which endpoint of a policy a host's rule stands on."""
+    """The endpoint of a policy that a host's rule belongs to, and the peer endpoint."""
 
     local: Endpoint
     remote: Endpoint

@@ -10,7 +10,7 @@ from ..objects import IPsecRule, MainModeRule
 from .model import Plan
 from .traffic import address_covered, addresses_overlap, ports_overlap, protocols_overlap
 
-# What each KeyModule value negotiates with. On Server 2019 "Default" is
+# Keying protocols of each KeyModule value. On Server 2019 "Default" is
 # IKEv1 plus AuthIP.
 KEY_MODULE_PROTOCOLS = {
     "Default": frozenset({"IKEv1", "AuthIP"}),

@@ -69,7 +69,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def classify(host: str, error: Exception) -> TransportError:
-    """Turn a pypsrp or requests exception into a TransportError that says what happened."""
+    """Turn a pypsrp or requests exception into a TransportError that describes the failure."""
     if isinstance(error, AuthenticationError):
         return AuthenticationFailed(host, "the host rejected the credentials (HTTP 401): check the user name and password")
     if isinstance(error, requests.exceptions.SSLError):
@@ -81,7 +81,7 @@ def classify(host: str, error: Exception) -> TransportError:
     if isinstance(error, WinRMTransportError):
         if error.code == 401:
             return AuthenticationFailed(host, "the host rejected the credentials (HTTP 401): check the user name and password")
-        return TransportError(host, f"WinRM answered HTTP {error.code}", retryable=error.code >= 500)
+        return TransportError(host, f"WinRM returned HTTP status {error.code}", retryable=error.code >= 500)
     if isinstance(error, WSManFaultError):
         retryable = error.code in QUOTA_FAULT_CODES
         return TransportError(host, f"WS-Management fault {error.code}: {error.reason or error.message}", retryable=retryable)
@@ -269,7 +269,7 @@ def settings_for(host: Host, passwords: PasswordSource, ca_bundle: str | None = 
         client_key=connection.client_key,
         operation_timeout=connection.operation_timeout_seconds,
         # pypsrp needs the HTTP read timeout above the WS-Man operation
-        # timeout, which bounds how long the host holds a Receive open.
+        # timeout, which bounds how long the host keeps a Receive open.
         read_timeout=connection.operation_timeout_seconds + 5,
     )
 

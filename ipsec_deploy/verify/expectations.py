@@ -16,8 +16,8 @@ from ..objects import IPsecRule, MainModeCryptoSet, MainModeRule, Phase1AuthSet,
 from ..planner.model import HostPlan, MirrorPair, Plan
 from ..planner.traffic import address_covered
 
-# SMB listens on every Windows server, so a TCP probe to it gets an answer
-# whenever IPsec lets the connection through.
+# SMB listens on every Windows server by default, so a TCP probe to it
+# succeeds whenever IPsec lets the connection through.
 DEFAULT_PROBE_PORT = 445
 
 

@@ -153,7 +153,7 @@ class Verifier:
         return "; ".join(problems) + " (removed or changed since the last run, or a change to it failed)"
 
     def _check_exemptions(self, plan: Plan, states: dict[str, HostState]) -> list[str]:
-        """Report planned exemptions that a host lacks or holds in another form."""
+        """List the planned exemptions that a host lacks or has in another form."""
         findings = []
         for host_plan in plan.hosts:
             state = states.get(host_plan.host.name)

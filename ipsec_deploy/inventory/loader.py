@@ -725,19 +725,23 @@ class _InventoryReader:
                     item = table_b[name]
                     self.error(item.location.line, f"duplicate name '{name}': it is both a {kind_a} and a {kind_b}; rename one")
 
-    def read_auth_profiles(self, document: SourceMap, settings: Settings) -> dict[str, AuthProfile]:
-        profiles: dict[str, AuthProfile] = {}
-        section = self.mapping(document.get("auth"), document.line_of("auth"), "auth")
+    def named_entries(self, document: SourceMap, key: str, kind: str):
+        """Yield (name, line, where, body) for each valid entry of a section of named mappings."""
+        section = self.mapping(document.get(key), document.line_of(key), key)
         if section is None:
-            return profiles
+            return
         for name, body in section.items():
             line = section.line_of(name)
-            if self.name(name, line, "auth profile") is None:
+            if self.name(name, line, kind) is None:
                 continue
-            where = f"auth profile '{name}'"
+            where = f"{kind} '{name}'"
             body_map = self.mapping(body, line, where)
-            if body_map is None:
-                continue
+            if body_map is not None:
+                yield name, line, where, body_map
+
+    def read_auth_profiles(self, document: SourceMap, settings: Settings) -> dict[str, AuthProfile]:
+        profiles: dict[str, AuthProfile] = {}
+        for name, line, where, body_map in self.named_entries(document, "auth", "auth profile"):
             self.check_keys(body_map, AUTH_PROFILE_KEYS, where)
             if "phase1" not in body_map:
                 self.error(line, f"{where} is missing the required key 'phase1'")
@@ -792,17 +796,7 @@ class _InventoryReader:
 
     def read_crypto_profiles(self, document: SourceMap, settings: Settings) -> dict[str, CryptoProfile]:
         profiles: dict[str, CryptoProfile] = {}
-        section = self.mapping(document.get("crypto"), document.line_of("crypto"), "crypto")
-        if section is None:
-            return profiles
-        for name, body in section.items():
-            line = section.line_of(name)
-            if self.name(name, line, "crypto profile") is None:
-                continue
-            where = f"crypto profile '{name}'"
-            body_map = self.mapping(body, line, where)
-            if body_map is None:
-                continue
+        for name, line, where, body_map in self.named_entries(document, "crypto", "crypto profile"):
             self.check_keys(body_map, CRYPTO_KEYS, where)
             main_mode = self.read_main_mode(body_map, where, settings)
             quick_mode = self.read_quick_mode(body_map, where, settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,27 @@ class CliResult:
     exit_code: int
     stdout: str
     stderr: str
+
+
+def free_listen_ports(count: int) -> list[int]:
+    """Return ports on 127.0.0.1 that nothing listens on, for tests that start a lab at fixed ports.
+
+    They come from below Linux's ephemeral range (32768 and up): a port the
+    kernel handed out to an outgoing connection of an earlier test could still
+    be held when the lab tries to listen on it.
+    """
+    ports: list[int] = []
+    start = random.randrange(20000, 31000)
+    for port in range(start, 32768):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports on 127.0.0.1 between {start} and 32767")
 
 
 def run_cli(*arguments: str) -> CliResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipsec_deploy.inventory import load_inventory
 from ipsec_deploy.lab.runner import start_lab
-from tests.e2e_helpers import PASSWORD_VARIABLE, run_cli, with_password_env
+from tests.e2e_helpers import PASSWORD_VARIABLE, free_listen_ports, run_cli, with_password_env
 
 PASSWORD = "Lab-Passw0rd"
 
@@ -67,12 +67,19 @@ def test_apply_with_exemption_keeps_session(lab_factory, monkeypatch, tmp_path):
     assert running.listeners["APP-SRV01"].round_trips.dropped == 0
 
 
+def write_unlisted_controller(path):
+    """Write the inventory with the lab controller at 10.0.9.6, which the controller list lacks, on free ports."""
+    first, second = free_listen_ports(2)
+    text = INVENTORY.replace("controller_address: 10.0.9.5", "controller_address: 10.0.9.6")
+    path.write_text(text.replace("port: 45301", f"port: {first}").replace("port: 45302", f"port: {second}"))
+    return path
+
+
 def test_unlisted_controller_address_refused_at_apply(tmp_path):
     # The workstation is really at 10.0.9.6, which the inventory does not
     # list. With --lab, the simulated controller address replaces the
     # connection's local address.
-    inventory = tmp_path / "inv.yaml"
-    inventory.write_text(INVENTORY.replace("controller_address: 10.0.9.5", "controller_address: 10.0.9.6"))
+    inventory = write_unlisted_controller(tmp_path / "inv.yaml")
     state = tmp_path / "lab-state"
     result = run_cli("apply", str(inventory), "--lab", "--lab-state", str(state), "--yes", "--journal-dir", str(tmp_path / "j"))
     assert result.exit_code == 1, result.stdout + result.stderr
@@ -84,8 +91,7 @@ def test_unlisted_controller_address_refused_at_apply(tmp_path):
 
 
 def test_dry_run_shows_management_conflict(tmp_path):
-    inventory = tmp_path / "inv.yaml"
-    inventory.write_text(INVENTORY.replace("controller_address: 10.0.9.5", "controller_address: 10.0.9.6"))
+    inventory = write_unlisted_controller(tmp_path / "inv.yaml")
     result = run_cli("apply", str(inventory), "--lab", "--lab-state", str(tmp_path / "state"), "--dry-run")
     assert result.exit_code == 1
     assert "from controller 10.0.9.6" in result.stderr

@@ -8,9 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 
-from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, run_cli, with_password_env
+from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, free_listen_ports, run_cli, with_password_env
 
 PASSWORD = "Lab-Passw0rd"
 
@@ -66,14 +66,8 @@ def test_rejected_credentials_are_not_retried(lab_factory, monkeypatch, tmp_path
     assert "wrong-password" not in result.stdout + result.stderr + caplog.text
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_lab_up_serves_until_interrupted(tmp_path):
-    port = free_port()
+    [port] = free_listen_ports(1)
     inventory = tmp_path / "one.yaml"
     inventory.write_text(
         "connection: {transport: http, auth: negotiate, username: 'CORP\\\\ipsec-admin'}\n"
@@ -86,23 +80,41 @@ def test_lab_up_serves_until_interrupted(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(os.environ, COLUMNS="160"),
+        env=dict(os.environ, COLUMNS="160", PYTHONFAULTHANDLER="1"),
     )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read_output() -> None:
+        # The banner ends once the lab serves; a Ctrl-C before that aborts the start instead.
+        for line in process.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the lab host never listened")
+        assert ready.wait(60), "the lab never printed its banner:\n" + "".join(lines)
+        with socket.socket() as client:
+            assert client.connect_ex(("127.0.0.1", port)) == 0
+
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # SIGABRT makes faulthandler print every thread's stack, which shows where the stop hangs.
+            process.send_signal(signal.SIGABRT)
+            process.wait(timeout=10)
+            reader.join(timeout=10)
+            raise AssertionError("the lab did not stop on Ctrl-C:\n" + "".join(lines)) from None
+        reader.join(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
+    output = "".join(lines)
     assert process.returncode == 0, output
+    assert "Stopping the lab." in output
     assert "not Windows" in output
     assert f"127.0.0.1:{port}" in output
     assert "Traceback" not in output

@@ -56,7 +56,7 @@ class RunningLab:
 
     @property
     def endpoints(self) -> dict[str, str]:
-        """Each host's WinRM endpoint URL, such as http://127.0.0.1:45001/wsman."""
+        """Each host's WinRM endpoint URL, such as http://127.0.0.1:15985/wsman."""
         return {name: listener.endpoint for name, listener in self.listeners.items()}
 
     def stop(self) -> None:
@@ -181,9 +181,10 @@ def serve_lab(inventory: Inventory, state_dir: str | Path | None, console: Conso
     """
     stop = stop or threading.Event()
     with start_lab(inventory, state_dir, ports) as lab:
-        print_lab(lab, console)
-        log.info("lab started for %s with %d hosts", inventory.path, len(lab.listeners))
+        # The hosts listen from here on, so Ctrl-C is a normal stop even while the banner prints.
         try:
+            print_lab(lab, console)
+            log.info("lab started for %s with %d hosts", inventory.path, len(lab.listeners))
             while not stop.wait(0.5):
                 pass
         except KeyboardInterrupt:

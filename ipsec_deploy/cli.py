@@ -384,7 +384,7 @@ def verify(
     """
     the_inventory, the_plan = load_plan(inventory, limit)
     hosts = [host_plan.host for host_plan in the_plan.hosts]
-    with host_access(the_inventory, lab, lab_state, attempts) as (connector, _):
+    with host_access(the_inventory, hosts, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)
         sessions, errors = executor.connect_all(hosts)
         try:

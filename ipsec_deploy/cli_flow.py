@@ -25,6 +25,7 @@ from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .executor.state import HostState
 from .inventory import Inventory, InventoryError
+from .inventory.model import Host
 from .planner import Plan, management_path_problems
 from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout
 from .render.verification import print_report
@@ -89,11 +90,16 @@ def remove_leftover_restores(change_set: ChangeSet, leftovers: dict[str, list[Re
 
 
 @contextmanager
-def host_access(inventory: Inventory, use_lab: bool, lab_state: Path | None, attempts: int = 3):
-    """Yield (connector, lab) for the hosts; with --lab, start the lab for the duration."""
+def host_access(inventory: Inventory, hosts: list[Host], use_lab: bool, lab_state: Path | None, attempts: int = 3):
+    """Yield (connector, lab) for the hosts; with --lab, start the lab for the duration.
+
+    Password prompts for ``hosts`` happen here, before any progress display.
+    """
     retry = RetryPolicy(attempts=attempts)
     if not use_lab:
-        yield psrp_connector(CredentialSource(), retry=retry), None
+        passwords = CredentialSource()
+        passwords.ask_up_front(hosts)
+        yield psrp_connector(passwords, retry=retry), None
         return
 
     # The lab is imported only when asked for: production code never needs it.
@@ -270,7 +276,8 @@ def deploy(
         print_rollout(report, stdout)
         return list(report.results.values())
 
-    with host_access(the_inventory, options.lab, options.lab_state, options.attempts) as (connector, running_lab):
+    hosts = [host_plan.host for host_plan in the_plan.hosts]
+    with host_access(the_inventory, hosts, options.lab, options.lab_state, options.attempts) as (connector, running_lab):
 
         def management_check(change_set: ChangeSet) -> list[str]:
             # The controller's address towards each host is the source

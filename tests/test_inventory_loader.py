@@ -146,6 +146,23 @@ def test_duplicate_host_ip():
     assert any("already used by host 'APP-SRV01'" in m for _, m in errors)
 
 
+def test_duplicate_winrm_endpoint():
+    text = TWO_HOSTS.replace("  APP-SRV01:\n", "  APP-SRV01:\n    address: srv.corp.example\n").replace(
+        "  DB-SRV01:\n", "  DB-SRV01:\n    address: SRV.corp.example\n    connection: {transport: https}\n"
+    )
+    line, message = single_error(text)
+    assert line == line_containing(text, "DB-SRV01:")
+    assert "host 'DB-SRV01' has the same WinRM endpoint as host 'APP-SRV01' (SRV.corp.example port 5986)" in message
+    assert "correct its address or connection port" in message
+
+
+def test_same_address_other_port_allowed():
+    text = TWO_HOSTS.replace("  APP-SRV01:\n", "  APP-SRV01:\n    address: 127.0.0.1\n    connection: {port: 15985}\n").replace(
+        "  DB-SRV01:\n", "  DB-SRV01:\n    address: 127.0.0.1\n    connection: {port: 15986}\n"
+    )
+    assert errors_of(text) == []
+
+
 def test_host_and_network_name_clash():
     text = TWO_HOSTS.replace("  domain-controllers: [10.0.0.10, 10.0.0.11]", "  domain-controllers: [10.0.0.10, 10.0.0.11]\n  DB-SRV01: [10.9.0.0/16]")
     errors = errors_of(text)

@@ -620,7 +620,20 @@ class _InventoryReader:
             hosts[name] = Host(name, address or name, tuple(ips), domain, forest, connection, overrides, self.loc(line))
 
         self.check_duplicate_ips(hosts)
+        self.check_duplicate_endpoints(hosts)
         return hosts
+
+    def check_duplicate_endpoints(self, hosts: dict[str, Host]) -> None:
+        # Two entries with one WinRM endpoint would put both hosts' rules on the same machine.
+        owner: dict[tuple[str, int], str] = {}
+        for host in hosts.values():
+            key = (host.address.lower(), host.connection.effective_port)
+            if key in owner:
+                self.error(host.location.line,
+                           f"host '{host.name}' has the same WinRM endpoint as host '{owner[key]}' "
+                           f"({host.address} port {key[1]}); each host entry must reach its own Windows host, "
+                           "so correct its address or connection port")
+            owner.setdefault(key, host.name)
 
     def check_duplicate_ips(self, hosts: dict[str, Host]) -> None:
         owner: dict[Any, str] = {}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from typing import Callable
+import threading
+from typing import Callable, Iterable
 
 from ..inventory.model import Host
 
@@ -50,8 +51,26 @@ class CredentialSource:
         self._prompt = prompt or getpass.getpass
         self._interactive = sys.stdin.isatty() if interactive is None else interactive
         self._cache: dict[tuple[str | None, str | None], Secret] = {}
+        # Sessions open in parallel, so hosts that share a user name must wait for one prompt.
+        self._lock = threading.Lock()
+
+    def ask_up_front(self, hosts: Iterable[Host]) -> None:
+        """Prompt now for every password that comes from a prompt, once per user name.
+
+        Call it before a progress display takes the terminal: a prompt under
+        a live display is unreadable. Environment variables are read later,
+        per host, so that a missing one fails only the hosts that name it.
+        """
+        for host in hosts:
+            connection = host.connection
+            if connection.auth != "certificate" and not connection.password_env and self._interactive:
+                self.password_for(host)
 
     def password_for(self, host: Host) -> Secret | None:
+        with self._lock:
+            return self._find(host)
+
+    def _find(self, host: Host) -> Secret | None:
         connection = host.connection
         if connection.auth == "certificate":
             return None
@@ -62,12 +81,18 @@ class CredentialSource:
         if connection.password_env:
             value = self._environment.get(connection.password_env)
             if value is None:
+                name = connection.password_env
                 raise CredentialError(
-                    f"{host.name}: the environment variable {connection.password_env} named by "
-                    "password_env is not set; export it, or remove password_env to be prompted"
+                    f"{host.name}: the environment variable {name} named by password_env is not set; "
+                    f"set it in the shell that runs ipsec-deploy ($env:{name} = '...' in PowerShell, "
+                    f"export {name}=... in bash), or remove password_env to be prompted"
                 )
         elif self._interactive:
-            value = self._prompt(f"Password for {connection.username or 'the current user'} (host {host.name}): ")
+            user = connection.username or "the current user"
+            try:
+                value = self._prompt(f"Password for {user} (host {host.name}): ")
+            except EOFError:
+                raise CredentialError(f"{host.name}: no password was entered for {user}") from None
         else:
             raise CredentialError(
                 f"{host.name}: no password_env is set and there is no terminal to prompt on; "

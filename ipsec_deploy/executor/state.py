@@ -78,6 +78,7 @@ class HostState:
 
     managed: dict[tuple[str, str], PlannedObject] = field(default_factory=dict)
     foreign_rules: list[ForeignRule] = field(default_factory=list)
+    computer_name: str = ""  # $env:COMPUTERNAME of the host that answered
 
     def objects(self) -> list[PlannedObject]:
         return list(self.managed.values())
@@ -230,9 +231,17 @@ def parse_host_state(records: list[Any]) -> HostState:
     for record in records:
         if not isinstance(record, dict):
             raise StateError(f"expected one record per object, got {type(record).__name__}")
+        if record.get("Kind") == "computer":
+            state.computer_name = _text(record, "ComputerName")
+            continue
         parsed = parse_object(record)
         if isinstance(parsed, ForeignRule):
             state.foreign_rules.append(parsed)
         else:
             state.managed[(parsed.kind, parsed.name)] = parsed
     return state
+
+
+def netbios_name(host_name: str) -> str:
+    """Return the NetBIOS computer name Windows derives from a host name: first label, upper case, 15 characters."""
+    return host_name.split(".", 1)[0].upper()[:15]

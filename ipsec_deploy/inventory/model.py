@@ -82,6 +82,7 @@ class Host:
     connection: ConnectionSettings
     policy_overrides: tuple[PolicyOverride, ...] = ()
     location: Location | None = None
+    computer_name: str | None = None  # the Windows computer name, when it differs from the host name
 
     def override_for(self, policy: str) -> PolicyOverride | None:
         for override in self.policy_overrides:

@@ -146,7 +146,8 @@ def read_state(host: LabHost, parameters: dict[str, Any], input: list[Any]) -> l
     bound = bind_script_parameters("read_state.ps1", parameters, ("Group", "PolicyStore"))
     group = powershell_string(bound["Group"])
     store = powershell_string(bound["PolicyStore"])
-    output: list[dict[str, Any]] = []
+    # $env:COMPUTERNAME is the NetBIOS name: upper case, at most 15 characters.
+    output: list[dict[str, Any]] = [{"Kind": "computer", "ComputerName": host.name.upper()[:15]}]
 
     for kind, cmdlet in SET_CMDLETS.items():
         for item in host.invoke_checked(cmdlet, {"PolicyStore": store}):
@@ -308,7 +309,7 @@ class ShippedScript:
 # only together with its counterpart above.
 SHIPPED_SCRIPTS = (
     ShippedScript("read_state.ps1", read_state,
-                  "fc034eee1462eb37aef17daa3e231593c29164b0f18de5025bf2c3367d51fc7e"),
+                  "b268320ad59a86352b36f60ff9e8020d308ffece84515dd1aa2b7a70bb9e7899"),
     ShippedScript("apply_changes.ps1", apply_changes,
                   "c6e675274d90fd29723b8b6be2cf141b1c2f24bf1f8d97e9ead77065c96df926"),
 )

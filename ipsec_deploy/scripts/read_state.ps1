@@ -9,6 +9,10 @@ param(
 # depend on how CIM instances serialise over PowerShell Remoting.
 $ErrorActionPreference = 'Stop'
 
+# The computer's NetBIOS name comes first, so the caller can check that the
+# session reached the host it meant before it changes anything.
+@{ Kind = 'computer'; ComputerName = [string]$env:COMPUTERNAME }
+
 function ConvertTo-StringList($Values) {
     if ($null -eq $Values) { return ,@() }
     return ,@($Values | ForEach-Object { [string]$_ })

@@ -145,7 +145,7 @@ def test_read_state_returns_managed_sets(lab: Lab) -> None:
     output, ps = lab.run(READ_STATE, Group=GROUP, PolicyStore=STORE)
 
     assert ps.state == PSInvocationState.COMPLETED
-    by_name = {item["Name"]: item for item in output}
+    by_name = {item["Name"]: item for item in output if item["Kind"] != "computer"}
     phase1 = by_name["p1-corp"]
     assert phase1["Kind"] == "phase1_auth_set"
     assert phase1["DisplayName"] == "ipsec-deploy: p1-corp"
@@ -175,7 +175,7 @@ def test_read_state_returns_rules_through_filters(lab: Lab) -> None:
 
     output, _ = lab.run(READ_STATE, Group=GROUP, PolicyStore=STORE)
 
-    by_name = {item["Name"]: item for item in output}
+    by_name = {item["Name"]: item for item in output if item["Kind"] != "computer"}
     assert by_name["mm-db"] == {
         "Kind": "main_mode_rule", "Name": "mm-db", "DisplayName": "ipsec-deploy: mm-db",
         "Description": "managed", "Group": GROUP, "Enabled": "True", "MainModeCryptoSet": "mm-strong",
@@ -203,7 +203,8 @@ def test_read_state_of_empty_store(lab: Lab) -> None:
     output, ps = lab.run(READ_STATE, Group=GROUP, PolicyStore=STORE)
 
     assert ps.state == PSInvocationState.COMPLETED
-    assert output == []
+    # Only the computer's NetBIOS name, which the executor compares with the inventory.
+    assert output == [{"Kind": "computer", "ComputerName": "DB-SRV01"}]
 
 
 def test_failure_rolls_back_applied_operations() -> None:

@@ -1,0 +1,81 @@
+"""A session that reaches another computer than the inventory entry means is refused before any change."""
+
+from __future__ import annotations
+
+import yaml
+
+from ipsec_deploy.executor.state import netbios_name
+
+from tests.e2e_helpers import PASSWORD_VARIABLE, run_cli, with_password_env
+
+PASSWORD = "Lab-Passw0rd"
+
+INVENTORY = """\
+connection:
+  transport: http
+  auth: negotiate
+  username: CORP\\ipsec-admin
+forests:
+  corp.example: {}
+hosts:
+  APP-SRV01: {address: 127.0.0.1, connection: {port: 15985}, ip: [10.0.1.10], domain: corp.example}
+  DB-SRV01: {address: 127.0.0.1, connection: {port: 15986}, ip: [10.0.1.20], domain: corp.example}
+auth:
+  kerberos: {phase1: [kerberos]}
+crypto:
+  strong:
+    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]
+    quick_mode: [{encryption: AES256, integrity: SHA256}]
+policies:
+  - name: app-db
+    endpoint1: [APP-SRV01]
+    endpoint2: [DB-SRV01]
+    auth: kerberos
+    crypto: strong
+lab:
+  password: Lab-Passw0rd
+"""
+
+
+def swapped_ports(inventory, target):
+    """Write a copy of the inventory in which the two hosts' WinRM ports are swapped."""
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    hosts = document["hosts"]
+    app, db = hosts["APP-SRV01"]["connection"], hosts["DB-SRV01"]["connection"]
+    app["port"], db["port"] = db["port"], app["port"]
+    target.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def test_swapped_ports_change_nothing(lab_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(INVENTORY)
+    swapped = swapped_ports(with_password_env(inventory), tmp_path / "swapped.yaml")
+
+    result = run_cli("apply", str(swapped), "--yes", "--journal-dir", str(tmp_path / "j"), "--verify-timeout", "0")
+
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert "answered as computer 'DB-SRV01', not 'APP-SRV01'" in result.stdout
+    assert "answered as computer 'APP-SRV01', not 'DB-SRV01'" in result.stdout
+    assert "set 'computer_name: DB-SRV01' on host 'APP-SRV01'" in result.stdout
+    assert running.hosts["APP-SRV01"].write_count == 0
+    assert running.hosts["DB-SRV01"].write_count == 0
+
+
+def test_right_hosts_are_changed(lab_factory, monkeypatch, tmp_path):
+    # The same inventory without the swap: each host reports its own name.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(INVENTORY)
+
+    result = run_cli("apply", str(with_password_env(inventory)), "--yes", "--journal-dir", str(tmp_path / "j"), "--verify-timeout", "0")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "answered as computer" not in result.stdout
+    assert running.hosts["APP-SRV01"].write_count > 0
+    assert running.hosts["DB-SRV01"].write_count > 0
+
+
+def test_netbios_name_of_long_dns_name():
+    # Windows derives the computer name from the first DNS label, cut to 15 characters.
+    assert netbios_name("reporting-server-01.corp.example") == "REPORTING-SERVE"
+    assert netbios_name("db-srv01") == "DB-SRV01"

@@ -122,8 +122,9 @@ def test_runs_lists_apply_and_revert(lab):
     listing = run_cli("runs", "--journal-dir", str(journal))
     assert listing.exit_code == 0
     assert "apply" in listing.stdout
-    assert "revert of" in listing.stdout
-    assert "DB-SRV01 (changed)" in listing.stdout
+    apply_run = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[0]["run_id"]
+    assert f"reverts run {apply_run}" in listing.stdout
+    assert "changed: APP-SRV01, DB-SRV01, PARTNER-APP01, REPORT-SRV01" in listing.stdout
 
 
 def test_altered_snapshot_refuses_revert(lab):

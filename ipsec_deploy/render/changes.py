@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import datetime, timezone
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..executor.diff import Operation
 from ..executor.journal import RunSummary
@@ -93,21 +96,45 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
         console.print(f"[yellow]warning: {escape(line)}[/yellow]", highlight=False)
 
 
+def _started_utc(started: str) -> str:
+    """Format a journal's ISO start time as 'YYYY-MM-DD HH:MM:SS.mmm' in UTC, or return other text unchanged."""
+    try:
+        moment = datetime.fromisoformat(started)
+    except ValueError:
+        return started
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
 def print_runs(runs: list[RunSummary], console: Console) -> None:
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("Run", no_wrap=True)  # revert --run needs the whole id
-    table.add_column("Kind")
-    table.add_column("Started (UTC)")
-    table.add_column("Hosts", overflow="fold")
-    table.add_column("Result")
-    for run in runs:
-        hosts = ", ".join(f"{name} ({info.get('status', '?')})" for name, info in sorted(run.hosts.items())) or "-"
-        kind = run.kind + (f" of {run.reverts}" if run.reverts else "")
-        result = run.result
+    """List the runs, one line each, with the hosts grouped by status on indented lines below.
+
+    Run ids and times are not cut, because 'revert --run' takes the ids as
+    they are printed. Host lists wrap between names, so a name is split only
+    when it is longer than the console is wide.
+    """
+    rows = [(run.run_id, _started_utc(run.started), run.kind, run.result) for run in runs]
+    headings = ("Run", "Started (UTC)", "Kind", "Result")
+    widths = [max(len(row[i]) for row in [headings, *rows]) for i in range(len(headings) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + "  " + cells[-1]
+
+    console.print(Text(line(headings), style="bold"))
+    for run, row in zip(runs, rows):
+        console.print(Text(line(row)))
+        details = []
+        if run.reverts:
+            details.append(f"reverts run {run.reverts}")
+        by_status: dict[str, list[str]] = {}
+        for name, info in sorted(run.hosts.items()):
+            by_status.setdefault(info.get("status", "?"), []).append(name)
+        details.extend(f"{status}: {', '.join(names)}" for status, names in by_status.items())
         if run.pending_hosts:
-            result += f"\nconfirmation pending on {', '.join(run.pending_hosts)}"
-        table.add_row(run.run_id, kind, run.started, hosts, result)
-    console.print(table)
+            details.append(f"confirmation pending on {', '.join(run.pending_hosts)}")
+        for detail in details:
+            console.print(Padding(Text(detail, overflow="fold"), (0, 0, 0, 4), expand=False))
 
 
 class ProgressEvents:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..objects import IPsecRule
+from ..objects import IPsecRule, MainModeCryptoSet, MainModeRule, Phase1AuthSet, Phase2AuthSet, QuickModeCryptoSet
 from ..planner.model import HostPlan, Plan
 
 
@@ -26,20 +28,33 @@ def _traffic(rule: IPsecRule) -> str:
     return text
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _address_width(address_lists) -> int:
+    return min(18, max((len(address) for addresses in address_lists for address in addresses), default=3))
+
+
 def host_table(plan: Plan, host_plan: HostPlan) -> Table:
     host = host_plan.host
     table = Table(
         title=f"{host.name}  ({host.address}:{host.connection.effective_port} {host.connection.transport})",
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        padding=(0, 1),
+        show_edge=False,
+        padding=(0, 1, 0, 0),
     )
-    table.add_column("Rule", overflow="fold")
-    table.add_column("Local", overflow="fold", min_width=11)
-    table.add_column("Remote", overflow="fold", min_width=11)
+    # Rule names stay whole: a split name cannot be searched for on the
+    # host. Security, auth set and quick mode crypto set share one column,
+    # one line each, so that the table fits 80 columns next to the longest
+    # names of a typical inventory.
+    table.add_column("Rule", no_wrap=True)
+    # An IPv4 prefix is at most 18 characters, so only longer IPv6 addresses may fold.
+    table.add_column("Local", overflow="fold", min_width=_address_width(rule.local_address for rule in host_plan.rules))
+    table.add_column("Remote", overflow="fold", min_width=_address_width(rule.remote_address for rule in host_plan.rules))
     table.add_column("Traffic", overflow="fold")
-    table.add_column("Security")
-    table.add_column("Auth / crypto")
+    table.add_column("Security\nAuth\nCrypto")
 
     for rule in host_plan.rules:
         if rule.is_exemption:
@@ -48,26 +63,32 @@ def host_table(plan: Plan, host_plan: HostPlan) -> Table:
             security = rule.inbound_security
         else:
             security = f"in {rule.inbound_security}, out {rule.outbound_security}"
-        auth = _short(rule.phase1_auth_set, plan.managed_group, "p1auth")
-        if rule.phase2_auth_set:
-            auth += " + " + _short(rule.phase2_auth_set, plan.managed_group, "p2auth")
+        if not rule.is_exemption:
+            auth = _short(rule.phase1_auth_set, plan.managed_group, "p1auth")
+            if rule.phase2_auth_set:
+                auth += " + " + _short(rule.phase2_auth_set, plan.managed_group, "p2auth")
+            security += f"\n{auth}\n{_short(rule.quick_mode_crypto_set, plan.managed_group, 'qmcrypto')}"
         table.add_row(
             _short(rule.name, plan.managed_group, "rule"),
             "\n".join(rule.local_address) or "Any",
             "\n".join(rule.remote_address) or "Any",
             _traffic(rule),
             security,
-            "-" if rule.is_exemption else f"{auth}\n{_short(rule.quick_mode_crypto_set, plan.managed_group, 'qmcrypto')}",
         )
 
-    other = [obj for obj in host_plan.objects if not isinstance(obj, IPsecRule)]
-    if other:
-        table.caption = (
-            f"Rule names start with {plan.managed_group}-rule-. The rules use "
-            f"{len(other)} auth sets, crypto sets and main mode rules."
-        )
-        table.caption_justify = "left"
     return table
+
+
+def supporting_objects_note(plan: Plan, host_plan: HostPlan) -> str:
+    """Describe the objects besides the rules that the host must hold, with a count of each kind."""
+    counts = Counter(obj.kind for obj in host_plan.objects)
+    auth_sets = _count(counts[Phase1AuthSet.kind] + counts[Phase2AuthSet.kind], "auth set")
+    crypto_sets = _count(counts[MainModeCryptoSet.kind] + counts[QuickModeCryptoSet.kind], "crypto set")
+    main_mode_rules = _count(counts[MainModeRule.kind], "main mode rule")
+    return (
+        f"Rule names start with {plan.managed_group}-rule-. "
+        f"The rules use {auth_sets}, {crypto_sets} and {main_mode_rules}."
+    )
 
 
 def print_plan(plan: Plan, console: Console) -> None:
@@ -78,6 +99,8 @@ def print_plan(plan: Plan, console: Console) -> None:
     for host_plan in plan.hosts:
         console.print()
         console.print(host_table(plan, host_plan))
+        if host_plan.rules:
+            console.print(supporting_objects_note(plan, host_plan))
 
     console.print()
     pairs = Table(title="Mirrored pairs", title_justify="left", box=box.SIMPLE_HEAD)

@@ -258,11 +258,13 @@ class Rollout:
                 # keeps its old rules, so its peers treat it as blocked.
                 self.not_armed.add(name)
                 detail = f"cannot leave the restore task on the host, so it was not changed: {str(error).removeprefix(name + ': ')}"
+                log.warning("%s: %s", name, detail)
                 report.results[name] = HostResult(name, "failed", detail=detail)
                 self.journal.record_host(name, "failed", detail)
                 return
             armed[name] = restore
             self.journal.record_restore(name, restore.task_name, restore.deadline.isoformat(), "armed")
+            log.info("%s: restore task %s armed for %s", name, restore.task_name, restore.deadline.isoformat(timespec="seconds"))
             ahead = restore.host_time - datetime.now(timezone.utc) if restore.host_time else timedelta(0)
             if ahead > CLOCK_TOLERANCE:
                 # The deadline is the controller's, so a host whose clock
@@ -292,6 +294,7 @@ class Rollout:
                 report.pending_restores.append(f"{name}: {detail}")
                 report.results[name] = HostResult(name, "failed", detail=detail)
                 self.journal.record_host(name, "failed", detail)
+                log.warning("%s: %s", name, detail)
                 continue
             if result.restore_ran:
                 report.results[name] = HostResult(name, "failed", detail="the host restored its objects from before the run before the run could confirm it")
@@ -299,6 +302,7 @@ class Rollout:
                 self.journal.record_restore(name, armed[name].task_name, armed[name].deadline.isoformat(), "restored")
             else:
                 self.journal.record_restore(name, armed[name].task_name, armed[name].deadline.isoformat(), "confirmed")
+                log.info("%s: confirmed, restore task %s removed", name, armed[name].task_name)
 
     def _stages(self, changes: dict[str, HostChange], desired: dict[str, Objects], expected: dict[str, Objects], snapshots: dict[str, Objects], report: RolloutReport) -> None:
         """Lower, request, raise and remove; see the module docstring."""
@@ -339,6 +343,7 @@ class Rollout:
         pair_results = self._verify_pairs(sorted(passed_request), lowered_rules, states) if lowered_rules else []
         report.pair_results = pair_results
         failing_hosts = self._hosts_with_failing_pairs(pair_results, lowered)
+        log.info("verify stage: %d pair result(s), hosts with failing pairs: %s", len(pair_results), ", ".join(sorted(failing_hosts)) or "none")
         if self.options.strict and failing_hosts:
             self._restore(sorted(failing_hosts), changes, expected, snapshots, report)
             passed_request -= failing_hosts
@@ -381,6 +386,7 @@ class Rollout:
             if operations:
                 work.append((name, operations, stage_objects))
         succeeded = {name for name in targets if not any(w[0] == name for w in work)}
+        log.info("%s stage: %d host(s) to change", stage, len(work))
 
         batches = [work]
         if batched and self.options.batch_size:
@@ -402,6 +408,7 @@ class Rollout:
             for name, result, stage_objects in self.executor.parallel(batch, run):
                 previous = report.results.get(name)
                 if result.status == "changed":
+                    log.info("%s: %s stage: %d operation(s) applied", name, stage, result.operations)
                     expected[name] = dict(stage_objects)
                     succeeded.add(name)
                     total_operations = result.operations + (previous.operations if previous else 0)
@@ -410,6 +417,7 @@ class Rollout:
                 else:
                     failures += 1
                     detail = f"{stage} stage: {result.detail}"
+                    log.warning("%s: %s", name, detail)
                     report.results[name] = HostResult(name, "failed", result.operations, 0, detail)
                 self.journal.record_host(name, report.results[name].status, report.results[name].detail, report.results[name].operations)
         return succeeded

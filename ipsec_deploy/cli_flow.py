@@ -126,6 +126,20 @@ def confirm_or_exit(yes: bool, question: str) -> None:
         raise typer.Exit(EXIT_OK)
 
 
+def nothing_to_change(change_set: ChangeSet, lead: str) -> str:
+    """Explain why there is nothing to apply, with the count of hosts that could not be read."""
+    unread = len(change_set.unreachable)
+    total = len(change_set.changes)
+    if total and unread == total:
+        return "No host could be read, so nothing was changed."
+    if unread:
+        return (
+            f"{unread} of {total} host(s) could not be read and were not changed. "
+            f"{lead} on the others: they already hold the objects this command wants."
+        )
+    return f"{lead}: every host already holds the objects this command wants."
+
+
 def run_change(
     executor: Executor,
     targets: list,
@@ -172,14 +186,14 @@ def run_change(
             stdout.print("Dry run: nothing was changed.")
             raise typer.Exit(EXIT_FAILED if unreachable or blockers else EXIT_OK)
         if not change_set.has_changes and not leftovers:
-            stdout.print("No changes: every reachable host already holds the objects this command wants.")
+            stdout.print(nothing_to_change(change_set, "No changes"))
             raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
 
         hosts_to_change = len({c.host.name for c in change_set.changes.values() if c.operations} | set(leftovers))
         confirm_or_exit(yes, f"Apply these changes to {hosts_to_change} host(s)?")
         remove_leftover_restores(change_set, leftovers, journal_dir)
         if not change_set.has_changes:
-            stdout.print("No other changes: every reachable host already holds the objects this command wants.")
+            stdout.print(nothing_to_change(change_set, "No other changes"))
             raise typer.Exit(EXIT_FAILED if unreachable else EXIT_OK)
 
         journal = RunJournal.create(journal_dir, kind, inventory_path, executor.policy_store, executor.group, reverts)

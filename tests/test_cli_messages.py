@@ -1,0 +1,52 @@
+"""Messages of apply, revert and verify against lab hosts: each states what happened and what was left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, run_cli, with_password_env
+
+PASSWORD = "Lab-Passw0rd"
+
+
+@pytest.fixture
+def lab(lab_factory, monkeypatch, tmp_path):
+    """The example topology on free ports; returns (inventory path, journal dir)."""
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    _, inventory = lab_factory(EXAMPLE_LAB)
+    return with_password_env(inventory), tmp_path / "journal"
+
+
+def apply(inventory: Path, journal: Path, *extra: str):
+    return run_cli("apply", str(inventory), "--yes", "--journal-dir", str(journal), "--verify-timeout", "1", *extra)
+
+
+def test_apply_without_password_reads_no_host(lab, monkeypatch):
+    inventory, journal = lab
+    monkeypatch.delenv(PASSWORD_VARIABLE)
+
+    result = apply(inventory, journal)
+
+    assert result.exit_code == 1
+    assert result.stdout.count("not read") == 4
+    assert "No host could be read, so nothing was changed." in result.stdout
+    assert "No changes" not in result.stdout
+    assert "already holds" not in result.stdout
+
+
+def test_apply_counts_hosts_not_read(lab):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    document["hosts"]["DB-SRV01"]["connection"]["password_env"] = "IPSEC_DEPLOY_TEST_UNSET_PASSWORD"
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    result = apply(inventory, journal)
+
+    assert result.exit_code == 1
+    assert "DB-SRV01: not read" in result.stdout
+    assert "1 of 4 host(s) could not be read and were not changed." in result.stdout
+    assert "No changes on the others" in result.stdout

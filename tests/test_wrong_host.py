@@ -62,6 +62,21 @@ def test_swapped_ports_change_nothing(lab_factory, monkeypatch, tmp_path):
     assert running.hosts["DB-SRV01"].write_count == 0
 
 
+def test_swapped_ports_not_verified(lab_factory, monkeypatch, tmp_path):
+    # Applied through the right endpoints, then verified through swapped ones.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    _, inventory = lab_factory(INVENTORY)
+    inventory = with_password_env(inventory)
+    applied = run_cli("apply", str(inventory), "--yes", "--journal-dir", str(tmp_path / "j"), "--verify-timeout", "5")
+    assert applied.exit_code == 0, applied.stdout + applied.stderr
+
+    result = run_cli("verify", str(swapped_ports(inventory, tmp_path / "swapped.yaml")), "--verify-timeout", "1")
+
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert "answered as computer 'DB-SRV01', not 'APP-SRV01'" in result.stdout
+    assert "encrypted as planned" not in result.stdout
+
+
 def test_right_hosts_are_changed(lab_factory, monkeypatch, tmp_path):
     # The same inventory without the swap: each host reports its own name.
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)

@@ -20,26 +20,11 @@ from ..transport.credentials import CredentialError
 from .diff import Operation, diff_host, with_secret_names
 from .journal import RunJournal
 from .payload import PayloadError, operations_payload
-from .state import HostState, StateError, netbios_name, parse_host_state
+from .state import HostState, StateError, parse_host_state, wrong_host_reason
 
 log = logging.getLogger("ipsec_deploy.executor")
 
 Connector = Callable[[Host], HostConnection]
-
-
-def _wrong_host(host: Host, reported: str) -> str | None:
-    """Return why the session reached another computer than the inventory means, or None when it is the right one."""
-    expected = netbios_name(host.computer_name or host.name)
-    if reported.upper() == expected:
-        return None
-
-    # Two entries with swapped ports, or a stale DNS record, would otherwise put one host's rules on another.
-    endpoint = f"{host.address} port {host.connection.effective_port}"
-    return (
-        f"the WinRM endpoint {endpoint} answered as computer '{reported or 'unknown'}', not '{expected}'; "
-        "nothing was changed on it. Correct the host's address or port in the inventory, or, if the entry "
-        f"is meant to reach that computer, set 'computer_name: {reported}' on host '{host.name}'"
-    )
 
 
 class ExecutorEvents(Protocol):
@@ -153,7 +138,7 @@ class Executor:
                 self.events.host_status(host.name, "reading")
                 records = change.connection.run_script(read_state_script(), {"Group": self.group, "PolicyStore": self.policy_store}, retry=True)
                 change.state = parse_host_state(records)
-                wrong_host = _wrong_host(host, change.state.computer_name)
+                wrong_host = wrong_host_reason(host, change.state.computer_name)
                 if wrong_host:
                     change.error = wrong_host
                     log.info("%s: not read: %s", host.name, wrong_host)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from ..executor.state import HostState, StateError, parse_host_state
+from ..executor.state import HostState, StateError, parse_host_state, wrong_host_reason
 from ..objects import IPsecRule
 from ..planner.model import Plan
 from ..scripts import clear_security_associations_script, probe_peers_script, read_security_associations_script, read_state_script
@@ -93,7 +93,11 @@ class Verifier:
         states = dict(states or {})
         missing_states = [h for h in hosts if h not in states]
         for host, outcome in self._on_hosts(missing_states, self._read_state).items():
-            if isinstance(outcome, HostState):
+            wrong_host = wrong_host_reason(plan.host(host).host, outcome.computer_name) if isinstance(outcome, HostState) else None
+            if wrong_host:
+                # The probes would test another computer's traffic.
+                report.host_errors[host] = wrong_host
+            elif isinstance(outcome, HostState):
                 states[host] = outcome
             else:
                 report.host_errors[host] = outcome

@@ -38,7 +38,7 @@ from .executor.run import Executor
 from .executor.snapshot_plan import snapshot_plan
 from .inventory import Inventory, InventoryError, load_inventory
 from .planner import Plan, build_plan
-from .render.changes import print_runs
+from .render.changes import describe_reverted_run, print_runs
 from .render.json_plan import plan_to_json, render_json
 from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_file_name
 from .render.table import print_plan
@@ -296,6 +296,13 @@ def apply(
     deploy(the_inventory, the_plan, "apply", str(inventory), options, probe_ports, plan_document=plan_to_json(the_plan))
 
 
+def journal_has_run(journal_dir: Path, run_id: str | None) -> bool:
+    """Return whether the journal contains the run, or any apply run when no id is given."""
+    if run_id is not None:
+        return (journal_dir / "runs" / run_id).is_dir()
+    return any(found.kind == "apply" for found in list_runs(journal_dir))
+
+
 @app.command()
 def revert(
     inventory: Path = INVENTORY_ARGUMENT,
@@ -327,7 +334,14 @@ def revert(
         run_id, metadata, snapshots = load_snapshots(journal_dir, run)
     except JournalError as error:
         stderr.print(f"error: {error}", style="red", markup=False)
+        if not journal_has_run(journal_dir, run):
+            stderr.print(
+                f"The journal directory is {journal_dir.resolve()}. If the apply ran in another directory "
+                "or with --journal-dir, pass the same --journal-dir here.",
+                markup=False,
+            )
         raise typer.Exit(EXIT_FAILED) from None
+    stdout.print(describe_reverted_run(run_id, metadata), markup=False)
     if not snapshots:
         stdout.print(f"Run {run_id} changed no host; nothing to revert.")
         raise typer.Exit(EXIT_OK)

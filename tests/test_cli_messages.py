@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,35 @@ def test_apply_counts_hosts_not_read(lab):
     assert "DB-SRV01: not read" in result.stdout
     assert "1 of 4 host(s) could not be read and were not changed." in result.stdout
     assert "No changes on the others" in result.stdout
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_revert_names_reverted_run(lab, dry_run):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    run = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[0]
+
+    extra = ["--dry-run"] if dry_run else ["--yes", "--verify-timeout", "1"]
+    result = run_cli("revert", str(inventory), "--journal-dir", str(journal), *extra)
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    first_line = result.stdout.splitlines()[0]
+    assert first_line.startswith(f"Reverting run {run['run_id']}: apply started ")
+    assert first_line.endswith(f" UTC with {inventory}.")
+    assert run["started"][:10] in first_line
+
+
+def test_revert_without_journal_mentions_journal_dir(lab, tmp_path, monkeypatch):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = run_cli("revert", str(inventory), "--dry-run")
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "no apply run found" in message
+    assert f"The journal directory is {elsewhere / '.ipsec-deploy'}." in message
+    assert "pass the same --journal-dir here" in message

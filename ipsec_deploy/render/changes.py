@@ -96,7 +96,7 @@ def print_rollout(report: RolloutReport, console: Console) -> None:
         console.print(f"[yellow]warning: {escape(line)}[/yellow]", highlight=False)
 
 
-def _started_utc(started: str) -> str:
+def format_started_utc(started: str) -> str:
     """Format a journal's ISO start time as 'YYYY-MM-DD HH:MM:SS.mmm' in UTC, or return other text unchanged."""
     try:
         moment = datetime.fromisoformat(started)
@@ -107,6 +107,13 @@ def _started_utc(started: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
+def describe_reverted_run(run_id: str, metadata: dict) -> str:
+    """Name the run a revert restores from: its id, kind, start time and inventory file."""
+    started = format_started_utc(metadata.get("started", "an unknown time"))
+    inventory = metadata.get("inventory", "an unknown inventory")
+    return f"Reverting run {run_id}: {metadata.get('kind', 'run')} started {started} UTC with {inventory}."
+
+
 def print_runs(runs: list[RunSummary], console: Console) -> None:
     """List the runs, one line each, with the hosts grouped by status on indented lines below.
 
@@ -114,7 +121,7 @@ def print_runs(runs: list[RunSummary], console: Console) -> None:
     they are printed. Host lists wrap between names, so a name is split only
     when it is longer than the console is wide.
     """
-    rows = [(run.run_id, _started_utc(run.started), run.kind, run.result) for run in runs]
+    rows = [(run.run_id, format_started_utc(run.started), run.kind, run.result) for run in runs]
     headings = ("Run", "Started (UTC)", "Kind", "Result")
     widths = [max(len(row[i]) for row in [headings, *rows]) for i in range(len(headings) - 1)]
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm
 
-from .executor.confirm import RestoreStatus, disarm_restore, pending_restores
+from .executor.confirm import RestoreStatus, disarm_restore
 from .executor.journal import RunJournal, mark_restore
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
@@ -55,24 +55,13 @@ def report_inventory_error(error: InventoryError) -> None:
 
 
 def find_leftover_restores(change_set: ChangeSet) -> dict[str, list[RestoreStatus]]:
-    """List, without changing anything, the restore tasks that earlier runs left armed on the hosts.
+    """Return, by host, the restore tasks that earlier runs left armed, as the executor's read found them.
 
     Left in place, such a task would later put its host back to that run's
     snapshot and undo whatever this command does, so it is shown as a
     change, and removed once the admin confirms.
     """
-    leftovers: dict[str, list[RestoreStatus]] = {}
-    for name, change in sorted(change_set.changes.items()):
-        if change.connection is None:
-            continue
-        try:
-            found = pending_restores(change.connection)
-        except (TransportError, RemoteCommandFailed) as error:
-            stderr.print(f"{name}: cannot check for pending restore tasks: {error}", style="yellow", markup=False)
-            continue
-        if found:
-            leftovers[name] = found
-    return leftovers
+    return {name: change.leftover_restores for name, change in sorted(change_set.changes.items()) if change.leftover_restores}
 
 
 def remove_leftover_restores(change_set: ChangeSet, leftovers: dict[str, list[RestoreStatus]], journal_dir: Path) -> None:

@@ -17,6 +17,7 @@ from ..planner.traffic import addresses_overlap, ports_overlap, protocols_overla
 from ..scripts import apply_changes_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
 from ..transport.credentials import CredentialError
+from .confirm import RestoreStatus, pending_restores
 from .diff import Operation, diff_host, with_secret_names
 from .journal import RunJournal
 from .payload import PayloadError, operations_payload
@@ -49,6 +50,8 @@ class HostChange:
     operations: list[Operation] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    # Restore tasks that earlier runs left armed: each would later undo this run's change.
+    leftover_restores: list[RestoreStatus] = field(default_factory=list)
 
     @property
     def reachable(self) -> bool:
@@ -148,6 +151,7 @@ class Executor:
                 change.state.managed = {key: with_secret_names(obj, wanted.get(key)) for key, obj in change.state.managed.items()}
                 change.operations = diff_host(change.state.managed, desired, self.policy_store)
                 change.warnings = overlap_warnings(change.state, desired)
+                self._find_leftover_restores(change)
                 self.events.host_status(host.name, f"{len(change.operations)} change(s)" if change.operations else "no changes")
             except (TransportError, RemoteCommandFailed, CredentialError, StateError) as error:
                 change.error = str(error).removeprefix(f"{host.name}: ")
@@ -161,6 +165,13 @@ class Executor:
 
         changes = self.parallel(targets, read)
         return ChangeSet({c.host.name: c for c in changes}, self.policy_store, self.group)
+
+    def _find_leftover_restores(self, change: HostChange) -> None:
+        # Listed while the host's session is open anyway, in the parallel read.
+        try:
+            change.leftover_restores = pending_restores(change.connection)
+        except (TransportError, RemoteCommandFailed) as error:
+            change.warnings.append(f"cannot check for restore tasks that earlier runs left armed: {str(error).removeprefix(change.host.name + ': ')}")
 
     def connect_all(self, hosts: list[Host]) -> tuple[dict[str, HostConnection], dict[str, str]]:
         """Open a session to every host in parallel; return the sessions and the errors by host."""

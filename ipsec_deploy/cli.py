@@ -12,6 +12,7 @@ import fnmatch
 import json
 import logging
 import sys
+from importlib.metadata import version as package_version
 from dataclasses import asdict
 from datetime import timedelta
 from enum import Enum
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .cli_flow import (
     EXIT_FAILED,
@@ -44,8 +46,58 @@ from .render.powershell import SCRIPT_FILE_ENCODING, render_host_script, script_
 from .render.table import print_plan
 from .render.verification import print_report, render_report_json
 
+class _PlainHelpParameters:
+    """Help that shows no value placeholder for flags and arguments in capitals, as in click.
+
+    typer 0.29.2 prints a type for every option, '<bool>' for a flag too, which
+    reads as if '--dry-run true' were valid, and writes a required argument
+    as '{inventory}' in the usage line.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+            elif isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = param.name.upper()
+
+    def get_help_option(self, ctx: typer.Context):
+        option = super().get_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as error:
+            # typer 0.29.2 passes on pydantic's message for a value outside an
+            # Enum with pydantic's "Value error, " prefix.
+            error.message = error.message.removeprefix("Value error, ")
+            raise
+
+
+class PlainHelpCommand(_PlainHelpParameters, TyperCommand):
+    """A command with click's look of help and usage."""
+
+
+class PlainHelpGroup(_PlainHelpParameters, TyperGroup):
+    """A command group with click's look of help and usage."""
+
+
 app = typer.Typer(
     name="ipsec-deploy",
+    cls=PlainHelpGroup,
     help=(
         "Deploy mirrored IPsec transport-mode rules (connection security rules) to "
         "Windows Server hosts over WinRM, from an inventory YAML file.\n\n"
@@ -67,8 +119,17 @@ class LogLevel(str, Enum):
     error = "error"
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"ipsec-deploy {package_version('ipsec-deploy')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."
+    ),
     log_level: LogLevel = typer.Option(
         LogLevel.warning,
         "--log-level",
@@ -147,7 +208,7 @@ LIMIT_OPTION = typer.Option(
 )
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def plan(
     inventory: Path = INVENTORY_ARGUMENT,
     output_format: PlanFormat = typer.Option(
@@ -237,7 +298,7 @@ CONFIRM_TIMEOUT_OPTION = typer.Option(
 LAB_STATE_OPTION = typer.Option(None, "--lab-state", help="With --lab: directory of the lab hosts' state.", file_okay=False)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def apply(
     inventory: Path = INVENTORY_ARGUMENT,
     limit: Optional[str] = LIMIT_OPTION,
@@ -303,7 +364,7 @@ def journal_has_run(journal_dir: Path, run_id: str | None) -> bool:
     return any(found.kind == "apply" for found in list_runs(journal_dir))
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def revert(
     inventory: Path = INVENTORY_ARGUMENT,
     run: Optional[str] = typer.Option(None, "--run", help="Run id to revert (see 'ipsec-deploy runs'); default: the latest apply."),
@@ -376,7 +437,7 @@ def revert(
     deploy(the_inventory, snapshot, "revert", str(inventory), options, probe_ports, reverts=run_id)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def verify(
     inventory: Path = INVENTORY_ARGUMENT,
     limit: Optional[str] = LIMIT_OPTION,
@@ -416,7 +477,7 @@ def verify(
     raise typer.Exit(EXIT_OK if report.passed else EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def runs(
     journal_dir: Path = JOURNAL_OPTION,
     output_format: VerifyFormat = typer.Option(VerifyFormat.table, "--format", "-f", help="table or json."),
@@ -433,13 +494,14 @@ def runs(
 
 
 lab_app = typer.Typer(
+    cls=PlainHelpGroup,
     help="Simulated Windows Server 2019 hosts for tests and demos. The lab is a test double, not Windows.",
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
 
 
-@lab_app.command("up")
+@lab_app.command("up", cls=PlainHelpCommand)
 def lab_up(
     inventory: Path = INVENTORY_ARGUMENT,
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Directory of the lab hosts' state (kept between runs).", file_okay=False),

@@ -1,9 +1,10 @@
-"""Command-line output at normal terminal widths: nothing a user copies or searches for is cut or split."""
+"""Command-line output and help: nothing a user copies or searches for is cut or split, and no value looks valid that is not."""
 
 from __future__ import annotations
 
 import json
 import re
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,33 @@ def test_plan_counts_each_kind_of_supporting_object():
     result = run_at_width(200, "plan", str(EXAMPLE), "--limit", "DB-SRV01")
     assert result.exit_code == 0, result.output
     assert "The rules use 2 auth sets, 2 crypto sets and 4 main mode rules." in result.stdout
+
+
+@pytest.mark.parametrize("command", [["apply"], ["revert"], ["verify"], ["plan"], ["lab", "up"]])
+def test_help_shows_flags_without_values(command):
+    result = run_at_width(120, *command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.stdout
+    assert f"Usage: ipsec-deploy {' '.join(command)} [OPTIONS] INVENTORY" in result.stdout
+    assert "{inventory}" not in result.stdout
+
+
+def test_root_help_shows_flags_without_values():
+    result = run_at_width(120, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--version" in result.stdout
+    assert "<bool>" not in result.stdout
+
+
+def test_invalid_format_names_choices():
+    result = run_at_width(120, "verify", str(EXAMPLE), "--format", "yaml")
+    assert result.exit_code == 2
+    assert "Invalid value for '--format'" in result.stderr
+    assert "'yaml' is not one of 'table', 'json'." in result.stderr
+    assert "Value error" not in result.stderr
+
+
+def test_version_prints_package_version():
+    result = run_at_width(120, "--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"ipsec-deploy {version('ipsec-deploy')}\n"

@@ -472,9 +472,22 @@ def verify(
 
     if output_format == VerifyFormat.json:
         typer.echo(render_report_json(report), nl=False)
-    else:
+    elif report.pairs:
         print_report(report, stdout)
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_FAILED)
+    else:
+        print_report(report, stdout, nothing_verified_message(the_plan))
+    # A selection without a complete pair proves nothing, so it is no pass.
+    raise typer.Exit(EXIT_OK if report.passed and report.pairs else EXIT_FAILED)
+
+
+def nothing_verified_message(the_plan: Plan) -> str:
+    """Explain that the selected hosts form no complete pair, and name the peers to add to --limit."""
+    selected = [host_plan.host.name for host_plan in the_plan.hosts]
+    peers = sorted({name for pair in the_plan.pairs for name in (pair.host_a, pair.host_b)} - set(selected))
+    message = "Nothing was verified: no mirrored pair has both of its hosts in the selection, and a pair needs both."
+    if peers:
+        message += f" Include the peers, e.g. --limit {','.join(selected + peers)}"
+    return message
 
 
 @app.command(cls=PlainHelpCommand)

@@ -249,7 +249,10 @@ def deploy(
             return True
         stdout.print()
         report = run_verification(the_plan, sessions_of(change_set), options.verify_timeout, probe_ports)
-        print_report(report, stdout)
+        if any(host_plan.rules for host_plan in the_plan.hosts):
+            print_report(report, stdout)
+        else:
+            print_report(report, stdout, "Nothing to verify: after this run the hosts hold no rules of the managed group.")
         # A rule left in Request is not at the planned security, whatever
         # its SAs show.
         return report.passed and not held_in_request

@@ -83,3 +83,26 @@ def test_revert_without_journal_mentions_journal_dir(lab, tmp_path, monkeypatch)
     assert "no apply run found" in message
     assert f"The journal directory is {elsewhere / '.ipsec-deploy'}." in message
     assert "pass the same --journal-dir here" in message
+
+
+def test_full_revert_has_nothing_to_verify(lab):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+
+    result = run_cli("revert", str(inventory), "--yes", "--journal-dir", str(journal), "--verify-timeout", "1")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "Nothing to verify: after this run the hosts hold no rules of the managed group." in result.stdout
+    assert "no mirrored pair has both of its hosts" not in result.stdout
+
+
+def test_verify_single_host_verifies_nothing(lab):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+
+    result = run_cli("verify", str(inventory), "--limit", "DB-SRV01", "--verify-timeout", "1")
+
+    assert result.exit_code == 1
+    message = " ".join(result.stdout.split())
+    assert "Nothing was verified: no mirrored pair has both of its hosts in the selection" in message
+    assert "--limit DB-SRV01,APP-SRV01,PARTNER-APP01,REPORT-SRV01" in message

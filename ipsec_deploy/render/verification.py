@@ -16,13 +16,17 @@ from ..verify.run import VerifyReport
 _COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "yellow", CLEAR: "red", FAILING: "red", ONE_SIDED: "red", NOT_EXEMPT: "red", RULE_MISSING: "red"}
 
 
-def print_report(report: VerifyReport, console: Console) -> None:
+NO_COMPLETE_PAIR = "No pair to verify: no mirrored pair has both of its hosts in this command."
+
+
+def print_report(report: VerifyReport, console: Console, no_pairs_message: str = NO_COMPLETE_PAIR) -> None:
+    """Print the pairs as a table, then findings, host errors and a verdict; ``no_pairs_message`` replaces the table when there is no pair."""
     if not report.pairs:
         for finding in report.exemption_findings:
             console.print(f"[red]{escape(finding)}[/red]")
         for host, error in sorted(report.host_errors.items()):
             console.print(f"[red]{host}: not verified: {escape(error)}[/red]")
-        console.print("No pair to verify: no mirrored pair has both of its hosts in this command.")
+        console.print(no_pairs_message, markup=False)
         return
     table = Table(title="Verification", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("Policy")

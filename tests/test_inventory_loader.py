@@ -62,6 +62,25 @@ def test_basic_auth_over_http_is_rejected():
     assert "https" in message
 
 
+def test_inherited_basic_auth_reported_once():
+    text = "connection:\n  transport: http\n  auth: basic\n" + TWO_HOSTS
+    text = text.replace("    domain: corp.example\n", "    domain: corp.example\n    connection: {port: 5985}\n")
+    assert text.count("port: 5985") == 2
+    line, message = single_error(text)
+    assert line == 3
+    assert "Basic" in message
+
+
+def test_unknown_connection_key_hint_omits_password():
+    text = "connection:\n  transport: https\n  pasword_env: X\n" + TWO_HOSTS
+    line, message = single_error(text)
+    assert line == 3
+    assert "did you mean 'password_env'" in message
+    allowed = message.split("allowed keys: ")[1].split(", ")
+    assert "password_env" in allowed
+    assert "password" not in allowed
+
+
 def test_malformed_ip_address():
     text = TWO_HOSTS.replace("ip: [10.0.1.20]", "ip: [10.0.1.300]")
     line, message = single_error(text)

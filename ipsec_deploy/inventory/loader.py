@@ -202,13 +202,19 @@ class _InventoryReader:
     def warning(self, line: int, message: str) -> None:
         self.problems.warning(self.loc(line), message)
 
-    def check_keys(self, mapping: SourceMap, allowed: tuple[str, ...], where: str) -> None:
+    def check_keys(self, mapping: SourceMap, allowed: tuple[str, ...], where: str, listed: tuple[str, ...] | None = None) -> None:
+        """Report each key outside ``allowed``; the hint suggests and lists ``listed`` (default: ``allowed``).
+
+        A key that is allowed only so that a more specific error can reject
+        it stays out of ``listed``.
+        """
+        listed = allowed if listed is None else listed
         for key in mapping:
             if key not in allowed:
                 self.error(
                     mapping.line_of(key),
-                    f"unknown key '{key}' in {where}{suggest(key, allowed)}; "
-                    f"allowed keys: {', '.join(allowed)}",
+                    f"unknown key '{key}' in {where}{suggest(key, listed)}; "
+                    f"allowed keys: {', '.join(listed)}",
                 )
 
     def mapping(self, value: Any, line: int, where: str) -> SourceMap | None:
@@ -439,7 +445,7 @@ class _InventoryReader:
         section = self.mapping(value, line, where)
         if section is None:
             return base
-        self.check_keys(section, CONNECTION_KEYS + ("password",), where)
+        self.check_keys(section, CONNECTION_KEYS + ("password",), where, listed=CONNECTION_KEYS)
         if "password" in section:
             self.error(
                 section.line_of("password"),
@@ -472,7 +478,10 @@ class _InventoryReader:
         merged = {k: v for k, v in fields.items() if v is not None}
         result = ConnectionSettings(**{**base.__dict__, **merged})
 
-        if result.auth == "basic" and result.transport == "http":
+        # A host that inherits Basic over HTTP from the default connection
+        # without setting auth or transport itself was reported there.
+        inherited_basic_http = base.auth == "basic" and base.transport == "http" and "auth" not in section and "transport" not in section
+        if result.auth == "basic" and result.transport == "http" and not inherited_basic_http:
             self.error(
                 section.line_of("auth") if "auth" in section else section.line,
                 f"Basic authentication over plain HTTP in {where} would send the password "

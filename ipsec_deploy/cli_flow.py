@@ -201,7 +201,7 @@ def run_change(
             raise typer.Exit(EXIT_INTERRUPTED) from None
         result = overall_result(results)
         journal.finish(result)
-        print_results(results, stdout, journal.run_id)
+        print_results(results, stdout, journal.run_id, staged=apply_changes is not None)
         stdout.print(f"Journal: {journal.directory}")
         verified = after_apply(change_set) if after_apply is not None else True
     finally:

@@ -106,3 +106,15 @@ def test_verify_single_host_verifies_nothing(lab):
     message = " ".join(result.stdout.split())
     assert "Nothing was verified: no mirrored pair has both of its hosts in the selection" in message
     assert "--limit DB-SRV01,APP-SRV01,PARTNER-APP01,REPORT-SRV01" in message
+
+
+def test_result_table_explains_extra_writes(lab):
+    inventory, journal = lab
+
+    result = apply(inventory, journal)
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "Writes" in result.stdout
+    assert "Operations" not in result.stdout
+    message = " ".join(result.stdout.split())
+    assert "Set- writes that lower, request and raise the rules" in message

@@ -63,17 +63,23 @@ def print_change_set(change_set: ChangeSet, console: Console) -> None:
             console.print(f"  [yellow]warning: {escape(warning)}[/yellow]")
 
 
-def print_results(results: list[HostResult], console: Console, run_id: str | None) -> None:
+def print_results(results: list[HostResult], console: Console, run_id: str | None, staged: bool = False) -> None:
+    """Print each host's status and the writes sent to it, and with ``staged`` why writes can exceed the changes listed."""
     table = Table(title="Result" + (f" of run {run_id}" if run_id else ""), title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("Host")
     table.add_column("Status")
-    table.add_column("Operations", justify="right")
+    table.add_column("Writes", justify="right")
     table.add_column("Detail", overflow="fold")
     colours = {"changed": "green", "unchanged": "default", "failed": "red", "unreachable": "red"}
     for result in sorted(results, key=lambda r: r.host):
         colour = colours.get(result.status, "default")
         table.add_row(result.host, f"[{colour}]{result.status}[/{colour}]", str(result.operations), escape(result.detail))
     console.print(table)
+    if staged:
+        console.print(
+            "Writes counts every operation sent to a host. The staged rollout also sends Set- writes "
+            "that lower, request and raise the rules, so a host can take more writes than its changes listed above."
+        )
 
 
 def print_rollout(report: RolloutReport, console: Console) -> None:

@@ -20,7 +20,10 @@ NO_COMPLETE_PAIR = "No pair to verify: no mirrored pair has both of its hosts in
 
 
 def print_report(report: VerifyReport, console: Console, no_pairs_message: str = NO_COMPLETE_PAIR) -> None:
-    """Print the pairs as a table, then findings, host errors and a verdict; ``no_pairs_message`` replaces the table when there is no pair."""
+    """Print the pairs as a table, then findings, host errors and a verdict.
+
+    Without pairs, ``no_pairs_message`` replaces the table and the verdict.
+    """
     if not report.pairs:
         for finding in report.exemption_findings:
             console.print(f"[red]{escape(finding)}[/red]")

@@ -182,6 +182,19 @@ def test_same_address_other_port_allowed():
     assert errors_of(text) == []
 
 
+def test_computer_name_is_read():
+    text = TWO_HOSTS.replace("  DB-SRV01:\n", "  DB-SRV01:\n    computer_name: SQLNODE7\n")
+    assert parse_inventory(text).hosts["DB-SRV01"].computer_name == "SQLNODE7"
+    assert parse_inventory(TWO_HOSTS).hosts["APP-SRV01"].computer_name is None
+
+
+def test_invalid_computer_name():
+    text = TWO_HOSTS.replace("  DB-SRV01:\n", "  DB-SRV01:\n    computer_name: sql.node.corp.example\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "computer_name:")
+    assert "invalid computer_name 'sql.node.corp.example' in host 'DB-SRV01'" in message
+
+
 def test_host_and_network_name_clash():
     text = TWO_HOSTS.replace("  domain-controllers: [10.0.0.10, 10.0.0.11]", "  domain-controllers: [10.0.0.10, 10.0.0.11]\n  DB-SRV01: [10.9.0.0/16]")
     errors = errors_of(text)

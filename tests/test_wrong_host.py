@@ -62,6 +62,24 @@ def test_swapped_ports_change_nothing(lab_factory, monkeypatch, tmp_path):
     assert running.hosts["DB-SRV01"].write_count == 0
 
 
+def test_computer_name_accepts_other_computer(lab_factory, monkeypatch, tmp_path):
+    # An entry whose computer_name names the computer behind its endpoint is changed there.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(INVENTORY)
+    swapped = swapped_ports(with_password_env(inventory), tmp_path / "swapped.yaml")
+    document = yaml.safe_load(swapped.read_text(encoding="utf-8"))
+    document["hosts"]["APP-SRV01"]["computer_name"] = "DB-SRV01"
+    document["hosts"]["DB-SRV01"]["computer_name"] = "APP-SRV01"
+    swapped.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    result = run_cli("apply", str(swapped), "--yes", "--journal-dir", str(tmp_path / "j"), "--no-verify")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "answered as computer" not in result.stdout
+    assert running.hosts["APP-SRV01"].write_count > 0
+    assert running.hosts["DB-SRV01"].write_count > 0
+
+
 def test_swapped_ports_not_verified(lab_factory, monkeypatch, tmp_path):
     # Applied through the right endpoints, then verified through swapped ones.
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)

@@ -96,7 +96,9 @@ CONNECTION_KEYS = (
     "client_key",
     "operation_timeout_seconds",
 )
-HOST_KEYS = ("address", "ip", "domain", "forest", "connection", "policy_overrides")
+# A NetBIOS computer name, as $env:COMPUTERNAME shows it.
+NETBIOS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
+HOST_KEYS = ("address", "ip", "domain", "forest", "computer_name", "connection", "policy_overrides")
 FOREST_KEYS = ("trusts", "domain_controllers")
 NETWORK_KEYS = ("addresses", "forest")
 AUTH_PROFILE_KEYS = ("phase1", "phase2")
@@ -616,6 +618,12 @@ class _InventoryReader:
                         ips.append(parsed)
                     else:
                         self.hosts_with_address_errors.add(name)
+            computer_name = self.string(body_map, "computer_name", where, None)
+            if computer_name is not None and not NETBIOS_NAME.fullmatch(computer_name):
+                self.error(body_map.line_of("computer_name"),
+                           f"invalid computer_name '{computer_name}' in {where}: give the Windows computer name "
+                           "(1 to 15 letters, digits, hyphens or underscores, as $env:COMPUTERNAME shows it)")
+                computer_name = None
             domain = self.string(body_map, "domain", where, None)
             forest = self.string(body_map, "forest", where, None) or domain
             if forest is not None and forest not in forests:
@@ -626,7 +634,7 @@ class _InventoryReader:
             if "connection" in body_map:
                 connection = self.read_connection(body_map["connection"], body_map.line_of("connection"), f"connection of {where}", default_connection)
             overrides = self.read_overrides(body_map, where)
-            hosts[name] = Host(name, address or name, tuple(ips), domain, forest, connection, overrides, self.loc(line))
+            hosts[name] = Host(name, address or name, tuple(ips), domain, forest, connection, overrides, self.loc(line), computer_name)
 
         self.check_duplicate_ips(hosts)
         self.check_duplicate_endpoints(hosts)

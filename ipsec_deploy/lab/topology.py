@@ -175,7 +175,8 @@ class _LabSectionReader(_InventoryReader):
 
         scheme = self.choice(body, "scheme", ("http", "https"), where, connection.transport)
         facts = HostFacts(
-            computer_name=host.name,
+            # The computer name the inventory expects, as the host would report it.
+            computer_name=host.computer_name or host.name,
             addresses=[str(ip) for ip in host.ip_addresses],
             # The machine's real membership; it differs from the inventory's
             # only when a test simulates an inventory that is wrong about it.

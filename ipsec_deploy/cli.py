@@ -447,6 +447,12 @@ def verify(
     attempts: int = ATTEMPTS_OPTION,
     lab: bool = LAB_OPTION,
     lab_state: Optional[Path] = LAB_STATE_OPTION,
+    renegotiate: bool = typer.Option(
+        False, "--renegotiate",
+        help="First remove the security associations between each probed pair, so that the probe negotiates "
+             "afresh with the rules and crypto sets the hosts hold now. Without it, an SA negotiated earlier "
+             "counts while it lasts. Connections between the pair pause briefly while they renegotiate.",
+    ),
 ) -> None:
     """Prove that traffic between planned pairs is encrypted as planned.
 
@@ -464,7 +470,7 @@ def verify(
         sessions, errors = executor.connect_all(hosts)
         try:
             probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
-            report = run_verification(the_plan, sessions, timeout, probe_ports)
+            report = run_verification(the_plan, sessions, timeout, probe_ports, renegotiate)
         finally:
             for session in sessions.values():
                 session.close()

@@ -127,6 +127,30 @@ def test_mismatched_crypto_on_one_side(start):
     assert entry["events"] or "AES128" in entry["reason"]
 
 
+def test_renegotiate_sees_changed_crypto(start):
+    running, inventory, journal = start()
+    # The apply's own verification leaves SAs with the planned algorithms.
+    assert apply(inventory, journal).exit_code == 0
+
+    # Both hosts get AES128 directly on the lab host, as an admin with a
+    # console would do; their rules still match each other.
+    with running.network.transaction():
+        for name in ("APP-SRV01", "DB-SRV01"):
+            host = running.network.host(name)
+            proposal = host.invoke_checked("New-NetIPsecQuickModeCryptoProposal", {"Encapsulation": "ESP", "Encryption": "AES128", "ESPHash": "SHA256"})
+            host.invoke_checked("Set-NetIPsecQuickModeCryptoSet", {"Name": "ipsec-deploy-qmcrypto-strong", "Proposal": proposal})
+
+    plain = run_cli("verify", str(inventory), "--format", "json", "--verify-timeout", "0.5")
+    renegotiated = run_cli("verify", str(inventory), "--format", "json", "--verify-timeout", "0.5", "--renegotiate")
+
+    # Without --renegotiate the SA negotiated before the change still counts.
+    assert pair(json.loads(plain.stdout), "app-db", "APP-SRV01", "DB-SRV01")["status"] == "encrypted"
+    assert renegotiated.exit_code == 1
+    entry = pair(json.loads(renegotiated.stdout), "app-db", "APP-SRV01", "DB-SRV01")
+    assert entry["status"] == "different algorithms"
+    assert "AES128" in entry["negotiated"]
+
+
 def test_kerberos_host_outside_forest(start):
     text = EXAMPLE_LAB.read_text(encoding="utf-8")
     head, lab_section = text.split("\nlab:", 1)

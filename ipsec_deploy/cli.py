@@ -476,24 +476,26 @@ def verify(
                 session.close()
     report.host_errors.update(errors)
 
+    # A run without a complete pair proves nothing, so it is no pass.
+    nothing_verified = None if report.pairs else nothing_verified_message(the_plan, limited=limit is not None)
     if output_format == VerifyFormat.json:
-        typer.echo(render_report_json(report), nl=False)
-    elif report.pairs:
+        typer.echo(render_report_json(report, nothing_verified), nl=False)
+    elif nothing_verified is None:
         print_report(report, stdout)
     else:
-        print_report(report, stdout, nothing_verified_message(the_plan))
-    # A selection without a complete pair proves nothing, so it is no pass.
-    raise typer.Exit(EXIT_OK if report.passed and report.pairs else EXIT_FAILED)
+        print_report(report, stdout, nothing_verified)
+    raise typer.Exit(EXIT_OK if report.passed and nothing_verified is None else EXIT_FAILED)
 
 
-def nothing_verified_message(the_plan: Plan) -> str:
-    """Explain that the selected hosts form no complete pair, and name the peers to add to --limit."""
+def nothing_verified_message(the_plan: Plan, limited: bool) -> str:
+    """Explain why no pair was verified, and with --limit name the peers to add."""
     selected = [host_plan.host.name for host_plan in the_plan.hosts]
     peers = sorted({name for pair in the_plan.pairs for name in (pair.host_a, pair.host_b)} - set(selected))
-    message = "Nothing was verified: no mirrored pair has both of its hosts in the selection, and a pair needs both."
-    if peers:
-        message += f" Include the peers, e.g. --limit {','.join(selected + peers)}"
-    return message
+    if limited and peers:
+        return ("Nothing was verified: no mirrored pair has both of its hosts in the selection, and a pair needs both. "
+                f"Include the peers, e.g. --limit {','.join(selected + peers)}")
+    return ("Nothing was verified: the plan has no mirrored pair of two managed hosts to probe. Rules towards "
+            "addresses outside the inventory's hosts cannot be verified from here; check them on the peer's side.")
 
 
 @app.command(cls=PlainHelpCommand)

@@ -30,7 +30,7 @@ from .planner import Plan, management_path_problems
 from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout
 from .render.verification import print_report
 from .transport.base import RemoteCommandFailed, TransportError
-from .transport.credentials import CredentialSource, FixedCredentials
+from .transport.credentials import CredentialError, CredentialSource, FixedCredentials
 from .transport.local_address import local_address_towards
 from .transport.psrp import RetryPolicy, psrp_connector
 from .verify.expectations import plan_probes
@@ -87,7 +87,12 @@ def host_access(inventory: Inventory, hosts: list[Host], use_lab: bool, lab_stat
     retry = RetryPolicy(attempts=attempts)
     if not use_lab:
         passwords = CredentialSource()
-        passwords.ask_up_front(hosts)
+        try:
+            passwords.ask_up_front(hosts)
+        except CredentialError as error:
+            # Nothing was contacted yet, so stopping here changes nothing.
+            stderr.print(f"error: {error}; nothing was changed.", style="red", markup=False)
+            raise typer.Exit(EXIT_FAILED) from None
         yield psrp_connector(passwords, retry=retry), None
         return
 

@@ -108,6 +108,56 @@ def test_verify_single_host_verifies_nothing(lab):
     assert "--limit DB-SRV01,APP-SRV01,PARTNER-APP01,REPORT-SRV01" in message
 
 
+def test_verify_single_host_json_fails(lab):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+
+    result = run_cli("verify", str(inventory), "--limit", "DB-SRV01", "--verify-timeout", "1", "--format", "json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["passed"] is False
+    assert report["pairs"] == []
+    assert report["nothing_verified"].startswith("Nothing was verified: no mirrored pair has both of its hosts")
+
+
+UNMANAGED_PEERS_ONLY = """\
+connection: {transport: http, auth: negotiate, username: CORP\\ipsec-admin}
+forests:
+  corp.example: {}
+hosts:
+  APP-SRV01: {address: 127.0.0.1, connection: {port: 15985}, ip: [10.0.1.10], domain: corp.example}
+  REPORT-SRV01: {address: 127.0.0.1, connection: {port: 15986}, ip: [10.0.1.30], domain: corp.example}
+auth:
+  kerberos: {phase1: [kerberos]}
+crypto:
+  strong:
+    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]
+    quick_mode: [{encryption: AES256, integrity: SHA256}]
+policies:
+  - name: to-partner
+    endpoint1: [APP-SRV01, REPORT-SRV01]
+    endpoint2: [172.16.5.0/24]
+    auth: kerberos
+    crypto: strong
+lab:
+  password: Lab-Passw0rd
+"""
+
+
+def test_verify_unmanaged_peers_explains(lab_factory, monkeypatch):
+    # Every rule points at a subnet outside the inventory, so no pair can be probed.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    _, inventory = lab_factory(UNMANAGED_PEERS_ONLY)
+
+    result = run_cli("verify", str(with_password_env(inventory)), "--verify-timeout", "1")
+
+    assert result.exit_code == 1
+    message = " ".join(result.stdout.split())
+    assert "Nothing was verified: the plan has no mirrored pair of two managed hosts to probe." in message
+    assert "--limit" not in message
+
+
 def test_result_table_explains_extra_writes(lab):
     inventory, journal = lab
 

@@ -11,7 +11,9 @@ from ipsec_deploy.executor.run import Executor
 from ipsec_deploy.inventory import load_inventory
 from ipsec_deploy.planner import build_plan
 from ipsec_deploy.transport.credentials import CredentialError, CredentialSource
+from ipsec_deploy.transport import credentials as credentials_module
 from ipsec_deploy.transport.psrp import psrp_connector
+from tests.e2e_helpers import run_cli
 
 PASSWORD = "Lab-Passw0rd"
 
@@ -157,3 +159,29 @@ def test_secret_hidden_from_repr(tmp_path):
     assert PASSWORD not in repr(secret)
     assert PASSWORD not in str(secret)
     assert PASSWORD not in f"{secret}"
+
+
+class TerminalStdin:
+    """Stands for sys in the credentials module, with a standard input that is a terminal."""
+
+    class stdin:
+        @staticmethod
+        def isatty() -> bool:
+            return True
+
+
+def test_end_of_input_stops_command(tmp_path, monkeypatch):
+    # Ctrl-D at the first prompt stops the command before any host is contacted.
+    def closed_terminal(question: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr(credentials_module, "sys", TerminalStdin)
+    monkeypatch.setattr(credentials_module.getpass, "getpass", closed_terminal)
+    path = tmp_path / "inventory.yaml"
+    path.write_text(THREE_HOSTS, encoding="utf-8")
+
+    result = run_cli("apply", str(path), "--dry-run", "--journal-dir", str(tmp_path / "j"))
+
+    assert result.exit_code == 1
+    assert "error: APP-SRV01: no password was entered for CORP\\ipsec-admin; nothing was changed." in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

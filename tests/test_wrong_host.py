@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from ipsec_deploy.executor.state import netbios_name
+from ipsec_deploy.executor.state import wrong_host_reason
+from ipsec_deploy.inventory import load_inventory
+from ipsec_deploy.inventory.model import netbios_name
 
 from tests.e2e_helpers import PASSWORD_VARIABLE, run_cli, with_password_env
 
@@ -92,7 +94,7 @@ def test_swapped_ports_not_verified(lab_factory, monkeypatch, tmp_path):
 
     assert result.exit_code == 1, result.stdout + result.stderr
     assert "answered as computer 'DB-SRV01', not 'APP-SRV01'" in result.stdout
-    assert "encrypted as planned" not in result.stdout
+    assert "0 of 1 pair(s) as planned" in result.stdout
 
 
 def test_right_hosts_are_changed(lab_factory, monkeypatch, tmp_path):
@@ -106,6 +108,30 @@ def test_right_hosts_are_changed(lab_factory, monkeypatch, tmp_path):
     assert "answered as computer" not in result.stdout
     assert running.hosts["APP-SRV01"].write_count > 0
     assert running.hosts["DB-SRV01"].write_count > 0
+
+
+def test_fqdn_host_names_match(lab_factory, monkeypatch, tmp_path):
+    # Hosts keyed by their DNS names report only the first label, as Windows does.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    text = INVENTORY.replace("APP-SRV01", "app-srv01.corp.example").replace("DB-SRV01", "db-srv01.corp.example")
+    running, inventory = lab_factory(text)
+
+    result = run_cli("apply", str(with_password_env(inventory)), "--yes", "--journal-dir", str(tmp_path / "j"), "--no-verify")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert running.hosts["app-srv01.corp.example"].write_count > 0
+
+
+def test_unusable_reported_name_not_suggested(tmp_path):
+    path = tmp_path / "inventory.yaml"
+    path.write_text(INVENTORY, encoding="utf-8")
+    host = load_inventory(path).hosts["APP-SRV01"]
+
+    reason = wrong_host_reason(host, "")
+
+    assert "answered as computer 'unknown', not 'APP-SRV01'" in reason
+    assert "computer_name" not in reason
+    assert wrong_host_reason(host, "app-srv01") is None
 
 
 def test_netbios_name_of_long_dns_name():

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..inventory.model import AuthMethod, Host, MainModeProposal, QuickModeProposal
+from ..inventory.model import NETBIOS_NAME, AuthMethod, Host, MainModeProposal, QuickModeProposal, netbios_name
 from ..objects import (
     ANY_ADDRESS,
     IPsecRule,
@@ -242,11 +242,6 @@ def parse_host_state(records: list[Any]) -> HostState:
     return state
 
 
-def netbios_name(host_name: str) -> str:
-    """Return the NetBIOS computer name Windows derives from a host name: first label, upper case, 15 characters."""
-    return host_name.split(".", 1)[0].upper()[:15]
-
-
 def wrong_host_reason(host: Host, reported: str) -> str | None:
     """Return why the session reached another computer than the inventory means, or None when it is the right one."""
     expected = netbios_name(host.computer_name or host.name)
@@ -255,8 +250,10 @@ def wrong_host_reason(host: Host, reported: str) -> str | None:
 
     # Two entries with swapped ports, or a stale DNS record, would otherwise put one host's rules on another.
     endpoint = f"{host.address} port {host.connection.effective_port}"
-    return (
+    reason = (
         f"the WinRM endpoint {endpoint} answered as computer '{reported or 'unknown'}', not '{expected}'; "
-        "nothing was changed on it. Correct the host's address or port in the inventory, or, if the entry "
-        f"is meant to reach that computer, set 'computer_name: {reported}' on host '{host.name}'"
+        "nothing was changed on it. Correct the host's address or port in the inventory"
     )
+    if NETBIOS_NAME.fullmatch(reported):
+        reason += f", or, if the entry is meant to reach that computer, set 'computer_name: {reported}' on host '{host.name}'"
+    return reason

@@ -17,6 +17,7 @@ from typing import Any
 from .model import (
     DEFAULT_MANAGED_GROUP,
     DEFAULT_POLICY_STORE,
+    NETBIOS_NAME,
     AuthMethod,
     AuthProfile,
     ConnectionSettings,
@@ -96,8 +97,6 @@ CONNECTION_KEYS = (
     "client_key",
     "operation_timeout_seconds",
 )
-# A NetBIOS computer name, as $env:COMPUTERNAME shows it.
-NETBIOS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
 HOST_KEYS = ("address", "ip", "domain", "forest", "computer_name", "connection", "policy_overrides")
 FOREST_KEYS = ("trusts", "domain_controllers")
 NETWORK_KEYS = ("addresses", "forest")

@@ -7,6 +7,7 @@ so that the planner's checks can report ``file:line`` too.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
@@ -26,6 +27,14 @@ KeyModule = Literal["Default", "IKEv1", "AuthIP", "IKEv2"]
 DEFAULT_MANAGED_GROUP = "ipsec-deploy"
 DEFAULT_POLICY_STORE = "PersistentStore"
 DEFAULT_PORTS: dict[str, int] = {"http": 5985, "https": 5986}
+
+# A NetBIOS computer name, as $env:COMPUTERNAME shows it.
+NETBIOS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
+
+
+def netbios_name(host_name: str) -> str:
+    """Return the NetBIOS computer name Windows derives from a host name: first label, upper case, 15 characters."""
+    return host_name.split(".", 1)[0].upper()[:15]
 
 
 @dataclass(frozen=True)

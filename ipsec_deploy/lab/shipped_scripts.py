@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from ipsec_deploy.inventory.model import netbios_name
 from ipsec_deploy.lab.clixml import TypedList
 from ipsec_deploy.lab.netsecurity import errors
 from ipsec_deploy.lab.netsecurity.host import LabHost
@@ -146,8 +147,8 @@ def read_state(host: LabHost, parameters: dict[str, Any], input: list[Any]) -> l
     bound = bind_script_parameters("read_state.ps1", parameters, ("Group", "PolicyStore"))
     group = powershell_string(bound["Group"])
     store = powershell_string(bound["PolicyStore"])
-    # $env:COMPUTERNAME is the NetBIOS name: upper case, at most 15 characters.
-    output: list[dict[str, Any]] = [{"Kind": "computer", "ComputerName": host.name.upper()[:15]}]
+    # $env:COMPUTERNAME is the NetBIOS name: first DNS label, upper case, at most 15 characters.
+    output: list[dict[str, Any]] = [{"Kind": "computer", "ComputerName": netbios_name(host.name)}]
 
     for kind, cmdlet in SET_CMDLETS.items():
         for item in host.invoke_checked(cmdlet, {"PolicyStore": store}):

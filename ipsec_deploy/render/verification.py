@@ -79,5 +79,10 @@ def report_to_json(report: VerifyReport) -> dict[str, Any]:
     }
 
 
-def render_report_json(report: VerifyReport) -> str:
-    return json.dumps(report_to_json(report), indent=2) + "\n"
+def render_report_json(report: VerifyReport, nothing_verified: str | None = None) -> str:
+    """Return the report as JSON; ``nothing_verified`` explains a report without pairs, which then does not pass."""
+    document = report_to_json(report)
+    if nothing_verified is not None:
+        document["passed"] = False
+        document["nothing_verified"] = nothing_verified
+    return json.dumps(document, indent=2) + "\n"

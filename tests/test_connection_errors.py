@@ -212,7 +212,8 @@ def test_wrong_password_names_user_and_variable(lab_factory, monkeypatch, tmp_pa
     monkeypatch.setenv(PASSWORD_VARIABLE, wrong_password)
     inventory, endpoint = start_lab_host(lab_factory, inventory_text())
 
-    with caplog.at_level(logging.DEBUG, logger="ipsec_deploy"):
+    # The root logger at DEBUG captures pypsrp's and requests' records too.
+    with caplog.at_level(logging.DEBUG):
         output = failed_dry_run(inventory, tmp_path)
 
     assert f"SRV01: not read: the host rejected the credentials (HTTP 401) of user {USERNAME} at {endpoint}" in output
@@ -220,3 +221,24 @@ def test_wrong_password_names_user_and_variable(lab_factory, monkeypatch, tmp_pa
     assert wrong_password not in output
     assert wrong_password not in caplog.text
     assert retries_in(caplog) == []
+
+
+def test_lab_rejection_names_lab_password(tmp_path):
+    # Under --lab the password comes from the lab section, whatever password_env says.
+    [port] = free_listen_ports(1)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "connection: {transport: http, auth: negotiate, username: 'CORP\\\\ipsec-admin', password_env: UNUSED_VARIABLE}\n"
+        "forests: {corp.example: {}}\n"
+        f"hosts:\n  SRV01: {{address: 127.0.0.1, connection: {{port: {port}}}, ip: [10.0.1.10], domain: corp.example}}\n"
+        "lab: {password: Lab-Passw0rd, hosts: {SRV01: {faults: {reject_credentials: true}}}}\n",
+        encoding="utf-8",
+    )
+
+    result = run_cli("apply", str(inventory), "--lab", "--lab-state", str(tmp_path / "state"), "--dry-run",
+                     "--journal-dir", str(tmp_path / "j"))
+
+    assert result.exit_code == 1
+    output = " ".join((result.stdout + result.stderr).split())
+    assert "Check the user name and the lab section's password." in output
+    assert "UNUSED_VARIABLE" not in output

@@ -70,6 +70,11 @@ class CredentialSource:
         with self._lock:
             return self._find(host)
 
+    def origin(self, host: Host) -> str:
+        if host.connection.password_env:
+            return f"the password in the environment variable {host.connection.password_env} (named by password_env)"
+        return "the password entered at the prompt"
+
     def _find(self, host: Host) -> Secret | None:
         connection = host.connection
         if connection.auth == "certificate":
@@ -106,8 +111,12 @@ class CredentialSource:
 class FixedCredentials:
     """One password for every host, as the lab uses."""
 
-    def __init__(self, password: str) -> None:
+    def __init__(self, password: str, origin: str = "the lab section's password") -> None:
         self._secret = Secret(password)
+        self._origin = origin
 
     def password_for(self, host: Host) -> Secret | None:
         return self._secret
+
+    def origin(self, host: Host) -> str:
+        return self._origin

@@ -101,7 +101,7 @@ class ConnectionSettings:
     username: str | None
     password: Secret | None
     cert_validation: bool | str = True  # or the path of a CA bundle
-    password_env: str | None = None  # the variable the password came from, named in errors
+    password_origin: str = "the password"  # where the password came from, named in errors
     client_certificate: str | None = None
     client_key: str | None = None
     operation_timeout: int = 20
@@ -232,11 +232,7 @@ def _rejected_credentials_reason(settings: ConnectionSettings, endpoint: str) ->
             "is mapped to a local account on the host (New-Item WSMan:\\localhost\\ClientCertificate)."
         )
     user = settings.username or "the current user"
-    if settings.password_env:
-        source = f"the password in the environment variable {settings.password_env} (named by password_env)"
-    else:
-        source = "the password entered at the prompt"
-    return f"the host rejected the credentials (HTTP 401) of user {user} at {endpoint}. Check the user name and {source}."
+    return f"the host rejected the credentials (HTTP 401) of user {user} at {endpoint}. Check the user name and {settings.password_origin}."
 
 
 def _tls_failure_reason(endpoint: str, error: requests.exceptions.SSLError) -> str:
@@ -464,6 +460,10 @@ class PsrpConnection:
 class PasswordSource(Protocol):
     def password_for(self, host: Host) -> Secret | None: ...
 
+    def origin(self, host: Host) -> str:
+        """Describe where the host's password comes from, for error messages."""
+        ...
+
 
 def settings_for(host: Host, passwords: PasswordSource, ca_bundle: str | None = None) -> ConnectionSettings:
     """Build a host's session settings from its inventory entry; ``ca_bundle`` overrides the inventory's."""
@@ -481,7 +481,7 @@ def settings_for(host: Host, passwords: PasswordSource, ca_bundle: str | None = 
         username=connection.username,
         password=passwords.password_for(host),
         cert_validation=validation,
-        password_env=connection.password_env,
+        password_origin=passwords.origin(host),
         client_certificate=connection.client_certificate,
         client_key=connection.client_key,
         operation_timeout=connection.operation_timeout_seconds,

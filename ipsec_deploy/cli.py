@@ -403,6 +403,16 @@ def revert(
             )
         raise typer.Exit(EXIT_FAILED) from None
     stdout.print(describe_reverted_run(run_id, metadata), markup=False)
+    if run is None and not same_inventory(metadata.get("inventory"), inventory):
+        # The latest apply changed hosts through another inventory; reverting
+        # it by default would undo changes the admin did not name.
+        stderr.print(
+            f"error: the latest apply, run {run_id}, used {metadata.get('inventory')}, not {inventory}. "
+            f"Pass --run {run_id} to revert it anyway, or the id of an apply of {inventory} "
+            "('ipsec-deploy runs' lists them). Nothing was changed.",
+            style="red", markup=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
     if not snapshots:
         stdout.print(f"Run {run_id} changed no host; nothing to revert.")
         raise typer.Exit(EXIT_OK)
@@ -435,6 +445,19 @@ def revert(
     # inventory's probe ports still apply where the policy still exists.
     probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
     deploy(the_inventory, snapshot, "revert", str(inventory), options, probe_ports, reverts=run_id)
+
+
+def same_inventory(recorded: str | None, inventory: Path) -> bool:
+    """Tell whether a run's recorded inventory path names this inventory file; a run without one counts as the same."""
+    if not recorded:
+        return True
+    recorded_path = Path(recorded)
+    if recorded_path.resolve() == inventory.resolve():
+        return True
+    try:
+        return recorded_path.samefile(inventory)
+    except OSError:
+        return False
 
 
 @app.command(cls=PlainHelpCommand)

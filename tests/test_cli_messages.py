@@ -69,6 +69,26 @@ def test_revert_names_reverted_run(lab, dry_run):
     assert run["started"][:10] in first_line
 
 
+def test_revert_refuses_other_inventory_run(lab, tmp_path):
+    # The latest apply used a copy of the inventory: a revert with the
+    # original must not pick that run without being told to.
+    inventory, journal = lab
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(inventory.read_text(encoding="utf-8"), encoding="utf-8")
+    assert apply(copy, journal).exit_code == 0
+    run = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[-1]
+
+    refused = run_cli("revert", str(inventory), "--journal-dir", str(journal), "--yes", "--verify-timeout", "1")
+    chosen = run_cli("revert", str(inventory), "--journal-dir", str(journal), "--run", run["run_id"], "--dry-run")
+
+    assert refused.exit_code == 1
+    message = " ".join(refused.stderr.split())
+    assert f"the latest apply, run {run['run_id']}, used {copy}, not {inventory}." in message
+    assert f"Pass --run {run['run_id']} to revert it anyway" in message
+    assert chosen.exit_code == 0, chosen.stdout + chosen.stderr
+    assert "- delete" in chosen.stdout
+
+
 def test_revert_without_journal_mentions_journal_dir(lab, tmp_path, monkeypatch):
     inventory, journal = lab
     assert apply(inventory, journal).exit_code == 0

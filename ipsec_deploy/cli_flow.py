@@ -9,6 +9,7 @@ defines the commands.
 
 from __future__ import annotations
 
+import logging
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm
 
-from .executor.confirm import RestoreStatus, disarm_restore
-from .executor.journal import RunJournal, mark_restore
+from .executor.confirm import RUNNING_STATE, RestoreStatus, disarm_restore
+from .executor.journal import RunJournal, list_runs, mark_restore
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .executor.state import HostState
@@ -42,6 +43,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as shells report a process ended by SIGINT
 
 # No emoji codes: "file.yaml:100:" must not print as an emoji.
+log = logging.getLogger("ipsec_deploy.cli")
 stdout = Console(highlight=False, emoji=False)
 stderr = Console(stderr=True, highlight=False, emoji=False)
 
@@ -62,6 +64,27 @@ def find_leftover_restores(change_set: ChangeSet) -> dict[str, list[RestoreStatu
     change, and removed once the admin confirms.
     """
     return {name: change.leftover_restores for name, change in sorted(change_set.changes.items()) if change.leftover_restores}
+
+
+def record_finished_restores(change_set: ChangeSet, journal_dir: Path) -> None:
+    """Update restores that the journal still calls armed but that are no longer pending on their host.
+
+    A restore task that fired, or one that a run interrupted while confirming
+    removed without recording it, would otherwise show in 'runs' as a
+    pending confirmation forever.
+    """
+    for summary in list_runs(journal_dir):
+        for host in summary.pending_hosts:
+            change = change_set.changes.get(host)
+            if change is None or change.restores is None:
+                continue
+            found = next((restore for restore in change.restores if restore.run_id == summary.run_id), None)
+            if found is not None and (found.pending or found.state == RUNNING_STATE):
+                continue
+            # "Restored" and "Failed" come from the restore's own result; no trace means it was removed.
+            state = found.state.lower() if found is not None else "gone"
+            mark_restore(journal_dir, summary.run_id, host, state)
+            log.info("%s: the restore of run %s is %s", host, summary.run_id, state)
 
 
 def remove_leftover_restores(change_set: ChangeSet, leftovers: dict[str, list[RestoreStatus]], journal_dir: Path) -> None:
@@ -160,6 +183,7 @@ def run_change(
             executor.events = events
             change_set = executor.prepare(targets)
         leftovers = find_leftover_restores(change_set)
+        record_finished_restores(change_set, journal_dir)
         print_change_set(change_set, stdout)
         for name, restores in sorted(leftovers.items()):
             for restore in restores:

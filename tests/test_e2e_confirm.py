@@ -12,6 +12,7 @@ from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, managed_names, que
 
 PASSWORD = "Lab-Passw0rd"
 HOSTS = ("APP-SRV01", "DB-SRV01", "REPORT-SRV01", "PARTNER-APP01")
+HOSTS_SORTED = sorted(HOSTS)
 
 
 @pytest.fixture
@@ -111,3 +112,38 @@ def test_host_clock_ahead_is_warned(lab):
     result = apply(inventory, journal)
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "DB-SRV01: its clock is 5 minute(s) ahead of this workstation's" in result.stdout
+
+
+def test_next_run_clears_vanished_pending(lab):
+    # A run interrupted while confirming removed its tasks but never
+    # recorded it; the next run sees that the hosts hold no task.
+    running, inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    path = next((journal / "runs").glob("*/run.json"))
+    run = json.loads(path.read_text())
+    for restore in run["restores"].values():
+        restore["state"] = "armed"
+    path.write_text(json.dumps(run))
+    before = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+
+    assert run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal)).exit_code == 0
+
+    after = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+    assert before[0]["pending_confirmation"] == list(HOSTS_SORTED)
+    assert after[0]["pending_confirmation"] == []
+    assert {restore["state"] for restore in json.loads(path.read_text())["restores"].values()} == {"gone"}
+
+
+def test_next_run_records_fired_restore(lab, monkeypatch):
+    running, inventory, journal = lab
+    crash_before_confirmation(monkeypatch)
+    assert apply(inventory, journal).exit_code == 0
+    path = next((journal / "runs").glob("*/run.json"))
+    deadline = max(restore["deadline"] for restore in json.loads(path.read_text())["restores"].values())
+    running.network.clock.set(datetime.fromisoformat(deadline) + timedelta(minutes=1))
+    monkeypatch.undo()
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+
+    assert run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal)).exit_code == 0
+
+    assert {restore["state"] for restore in json.loads(path.read_text())["restores"].values()} == {"restored"}

@@ -17,7 +17,7 @@ from ..planner.traffic import addresses_overlap, ports_overlap, protocols_overla
 from ..scripts import apply_changes_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
 from ..transport.credentials import CredentialError
-from .confirm import RestoreStatus, pending_restores
+from .confirm import RestoreStatus, list_restores
 from .diff import Operation, diff_host, with_secret_names
 from .journal import RunJournal
 from .payload import PayloadError, operations_payload
@@ -50,8 +50,13 @@ class HostChange:
     operations: list[Operation] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
-    # Restore tasks that earlier runs left armed: each would later undo this run's change.
-    leftover_restores: list[RestoreStatus] = field(default_factory=list)
+    # Every restore of earlier runs on the host, pending or finished, when the list could be read.
+    restores: list[RestoreStatus] | None = None
+
+    @property
+    def leftover_restores(self) -> list[RestoreStatus]:
+        """Restore tasks that earlier runs left armed: each would later undo this run's change."""
+        return [restore for restore in self.restores or [] if restore.pending]
 
     @property
     def reachable(self) -> bool:
@@ -169,7 +174,7 @@ class Executor:
     def _find_leftover_restores(self, change: HostChange) -> None:
         # Listed while the host's session is open anyway, in the parallel read.
         try:
-            change.leftover_restores = pending_restores(change.connection)
+            change.restores = list_restores(change.connection)
         except (TransportError, RemoteCommandFailed) as error:
             change.warnings.append(f"cannot check for restore tasks that earlier runs left armed: {str(error).removeprefix(change.host.name + ': ')}")
 

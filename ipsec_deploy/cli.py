@@ -562,9 +562,13 @@ def lab_up(
 
     try:
         the_inventory = load_inventory(inventory)
-        serve_lab(the_inventory, state_dir, stdout)
     except InventoryError as error:
         report_inventory_error(error)
+        raise typer.Exit(EXIT_FAILED) from None
+    try:
+        serve_lab(the_inventory, state_dir, stdout)
+    except InventoryError as error:
+        report_inventory_error(error, "the lab did not start")
         raise typer.Exit(EXIT_FAILED) from None
 
 

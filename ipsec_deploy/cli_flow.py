@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.prompt import Confirm
 
 from .executor.confirm import RUNNING_STATE, RestoreStatus, disarm_restore
-from .executor.journal import RunJournal, list_runs, mark_restore
+from .executor.journal import DEFAULT_JOURNAL_DIR, RunJournal, list_runs, mark_restore
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .executor.state import HostState
@@ -48,12 +48,12 @@ stdout = Console(highlight=False, emoji=False)
 stderr = Console(stderr=True, highlight=False, emoji=False)
 
 
-def report_inventory_error(error: InventoryError) -> None:
+def report_inventory_error(error: InventoryError, outcome: str = "the inventory is invalid and nothing was planned") -> None:
     errors = [p for p in error.problems if p.severity == "error"]
     for problem in error.problems:
         # Problems quote inventory text, which must not be read as markup.
         stderr.print(str(problem), style="red" if problem.severity == "error" else "yellow", markup=False)
-    stderr.print(f"[bold red]{len(errors)} error(s): the inventory is invalid and nothing was planned.[/bold red]")
+    stderr.print(f"[bold red]{len(errors)} error(s): {outcome}.[/bold red]")
 
 
 def find_leftover_restores(change_set: ChangeSet) -> dict[str, list[RestoreStatus]]:
@@ -125,7 +125,7 @@ def host_access(inventory: Inventory, hosts: list[Host], use_lab: bool, lab_stat
     try:
         lab = start_lab(inventory, state_dir=lab_state)
     except InventoryError as error:
-        report_inventory_error(error)
+        report_inventory_error(error, "the lab did not start, and nothing was changed")
         raise typer.Exit(EXIT_FAILED) from None
     with lab:
         stderr.print("[dim]Using simulated lab hosts (a test double, not Windows).[/dim]")
@@ -226,7 +226,10 @@ def run_change(
                     results = executor.apply(change_set, journal)
         except KeyboardInterrupt:
             journal.finish("interrupted")
-            stderr.print(f"[red]Interrupted. Each host is at a completed stage; 'ipsec-deploy revert --run {journal.run_id}' restores the hosts.[/red]")
+            revert = f"ipsec-deploy revert {inventory_path} --run {journal.run_id}"
+            if journal_dir != Path(DEFAULT_JOURNAL_DIR):
+                revert += f" --journal-dir {journal_dir}"
+            stderr.print(f"Interrupted. Each host is at a completed stage; '{revert}' restores the hosts.", style="red", markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         result = overall_result(results)
         journal.finish(result)

@@ -118,3 +118,27 @@ def test_lab_up_serves_until_interrupted(tmp_path):
     assert "not Windows" in output
     assert f"127.0.0.1:{port}" in output
     assert "Traceback" not in output
+
+
+def test_lab_port_in_use_suggests_without_lab(tmp_path):
+    # Another process (here a plain socket) listens on the host's port.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        inventory = tmp_path / "one.yaml"
+        inventory.write_text(
+            "connection: {transport: http, auth: negotiate, username: 'CORP\\\\ipsec-admin'}\n"
+            "forests: {corp.example: {}}\n"
+            f"hosts:\n  SRV01: {{address: 127.0.0.1, connection: {{port: {port}}}, ip: [10.0.1.10], domain: corp.example}}\n"
+            "lab: {password: Lab-Passw0rd}\n"
+        )
+
+        result = run_cli("apply", str(inventory), "--lab", "--lab-state", str(tmp_path / "state"), "--dry-run")
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert f"cannot listen for host 'SRV01' on 127.0.0.1 port {port}" in message
+    assert "run the command without --lab" in message
+    assert "the lab did not start, and nothing was changed." in message
+    assert "the inventory is invalid" not in message

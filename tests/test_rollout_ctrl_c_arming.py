@@ -29,3 +29,6 @@ def test_ctrl_c_during_arm(start, monkeypatch):
     listing = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
     print("runs pending_confirmation:", listing[0]["pending_confirmation"])
     assert all(not t for t in tasks.values()), "restore tasks left armed after Ctrl-C"
+    # The command it suggests runs as printed: inventory, run id and journal directory.
+    message = " ".join(result.stderr.split())
+    assert f"'ipsec-deploy revert {inventory} --run {run['run_id']} --journal-dir {journal}' restores the hosts." in message

@@ -108,7 +108,8 @@ def start_lab(inventory: Inventory, state_dir: str | Path | None = None,
                 raise InventoryError([Problem(
                     "error", settings.listen_location or topology.location,
                     f"cannot listen for host '{name}' on {settings.address} port {port}: {error.strerror}; "
-                    "stop what uses that port or change the host's connection port",
+                    "stop what uses that port (if 'ipsec-deploy lab up' serves this inventory, run the command "
+                    "without --lab), or change the host's connection port",
                 )]) from None
             lab.listeners[name] = listener
         lab.ca_file = _write_ca_bundle(lab)
@@ -160,12 +161,15 @@ def print_lab(lab: RunningLab, console: Console) -> None:
         "NetSecurity cmdlets on loopback addresses. Data-plane addresses exist only inside the simulation.",
         title="ipsec-deploy lab", border_style="yellow",
     ))
+    # The endpoint (scheme, address and port) is what a user copies, so it never wraps.
     table = Table(show_header=True, header_style="bold")
-    for column in ("Host", "Endpoint", "Scheme", "Data-plane IPs", "Domain"):
-        table.add_column(column)
+    table.add_column("Host", no_wrap=True)
+    table.add_column("Endpoint", no_wrap=True)
+    table.add_column("Data-plane IPs")
+    table.add_column("Domain", overflow="fold")
     for name, listener in lab.listeners.items():
         facts = lab.hosts[name].facts
-        table.add_row(name, listener.endpoint, listener.scheme, ", ".join(facts.addresses), facts.domain or "(workgroup)")
+        table.add_row(name, listener.endpoint, ", ".join(facts.addresses), facts.domain or "(workgroup)")
     console.print(table)
     console.print(f"State directory: {lab.state_dir}")
     if lab.ca_file is not None:

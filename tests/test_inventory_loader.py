@@ -175,6 +175,22 @@ def test_duplicate_winrm_endpoint():
     assert "correct its address or connection port" in message
 
 
+def test_duplicate_endpoint_in_other_spelling():
+    text = TWO_HOSTS.replace("  APP-SRV01:\n", "  APP-SRV01:\n    address: '::1'\n").replace(
+        "  DB-SRV01:\n", "  DB-SRV01:\n    address: '0:0:0:0:0:0:0:1'\n"
+    )
+    line, message = single_error(text)
+    assert line == line_containing(text, "DB-SRV01:")
+    assert "has the same WinRM endpoint as host 'APP-SRV01'" in message
+
+
+def test_all_digit_computer_name_rejected():
+    text = TWO_HOSTS.replace("  DB-SRV01:\n", "  DB-SRV01:\n    computer_name: '12345'\n")
+    line, message = single_error(text)
+    assert "invalid computer_name '12345'" in message
+    assert "not only digits" in message
+
+
 def test_same_address_other_port_allowed():
     text = TWO_HOSTS.replace("  APP-SRV01:\n", "  APP-SRV01:\n    address: 127.0.0.1\n    connection: {port: 15985}\n").replace(
         "  DB-SRV01:\n", "  DB-SRV01:\n    address: 127.0.0.1\n    connection: {port: 15986}\n"

@@ -618,10 +618,10 @@ class _InventoryReader:
                     else:
                         self.hosts_with_address_errors.add(name)
             computer_name = self.string(body_map, "computer_name", where, None)
-            if computer_name is not None and not NETBIOS_NAME.fullmatch(computer_name):
+            if computer_name is not None and (not NETBIOS_NAME.fullmatch(computer_name) or computer_name.isdigit()):
                 self.error(body_map.line_of("computer_name"),
                            f"invalid computer_name '{computer_name}' in {where}: give the Windows computer name "
-                           "(1 to 15 letters, digits, hyphens or underscores, as $env:COMPUTERNAME shows it)")
+                           "(1 to 15 letters, digits, hyphens or underscores, not only digits, as $env:COMPUTERNAME shows it)")
                 computer_name = None
             domain = self.string(body_map, "domain", where, None)
             forest = self.string(body_map, "forest", where, None) or domain
@@ -643,7 +643,7 @@ class _InventoryReader:
         # Two entries with one WinRM endpoint would put both hosts' rules on the same machine.
         owner: dict[tuple[str, int], str] = {}
         for host in hosts.values():
-            key = (host.address.lower(), host.connection.effective_port)
+            key = (_endpoint_address(host.address), host.connection.effective_port)
             if key in owner:
                 self.error(host.location.line,
                            f"host '{host.name}' has the same WinRM endpoint as host '{owner[key]}' "
@@ -1100,6 +1100,15 @@ class _EndpointResolver:
             )
             return None
         return Endpoint(tuple(references), tuple(dict.fromkeys(addresses)), frozenset(hosts), tuple(networks), is_any)
+
+
+def _endpoint_address(address: str) -> str:
+    """Return a WinRM address in one spelling: IP addresses compressed, names in lower case."""
+    text = address.strip("[]")
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return address.lower()
 
 
 def _looks_like_address(text: str) -> bool:

@@ -278,7 +278,7 @@ ATTEMPTS_OPTION = typer.Option(
     "--attempts",
     min=1,
     max=10,
-    help="Tries per host for transient faults (connection refused or reset, timeouts, HTTP 5xx) when connecting "
+    help="Tries per host for transient faults (connection refused or reset, timeouts, HTTP 425, 429, 502, 503 and 504, WinRM quota faults) when connecting "
     "and reading; waits grow exponentially between tries. Changes are never sent twice.",
 )
 YES_OPTION = typer.Option(False, "--yes", "-y", help="Apply without asking for confirmation (required without a terminal).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,3 +243,31 @@ def test_lab_rejection_names_lab_password(tmp_path):
     output = " ".join((result.stdout + result.stderr).split())
     assert "Check the user name and the lab section's password." in output
     assert "UNUSED_VARIABLE" not in output
+
+
+def test_unresolvable_address_names_address(tmp_path, monkeypatch, caplog):
+    # The name lookup fails inside this process, so no DNS query leaves the machine.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    original = socket.getaddrinfo
+    looked_up = []
+
+    def lookup(host, *args, **kwargs):
+        if host == "winrm-typo.corp.example":
+            looked_up.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return original(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    inventory, _ = write_inventory(tmp_path, 5985)
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    document["hosts"]["SRV01"]["address"] = "winrm-typo.corp.example"
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    with caplog.at_level(logging.WARNING):
+        output = failed_dry_run(inventory, tmp_path)
+
+    assert ("SRV01: not read: cannot resolve the address 'winrm-typo.corp.example' of "
+            "http://winrm-typo.corp.example:5985/wsman: Name or service not known.") in output
+    assert "Check the host's address in the inventory and this workstation's DNS." in output
+    assert retries_in(caplog) == []
+    assert looked_up == ["winrm-typo.corp.example"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,6 +166,14 @@ def classify(settings: ConnectionSettings, error: Exception) -> TransportError:
             retryable=True,
         )
     if isinstance(error, requests.exceptions.ConnectionError):
+        unresolved = _find_cause(error, socket.gaierror)
+        if unresolved is not None:
+            # A typo or a missing DNS record does not heal by retrying.
+            return TransportError(
+                host,
+                f"cannot resolve the address '{settings.address}' of {endpoint}: {unresolved.strerror or unresolved}. "
+                "Check the host's address in the inventory and this workstation's DNS.",
+            )
         if _find_cause(error, ConnectionRefusedError) is not None:
             return TransportError(
                 host,

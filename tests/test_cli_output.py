@@ -75,6 +75,41 @@ def test_plan_table_keeps_rule_names_whole(width):
                 assert address in words, address
 
 
+LONG_POLICY = """\
+forests: {corp.example: {}}
+hosts:
+  REPORTING-SERVER01: {ip: [10.0.1.30], domain: corp.example}
+  DB01: {ip: [10.0.1.20], domain: corp.example}
+auth:
+  kerberos: {phase1: [kerberos]}
+crypto:
+  strong:
+    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]
+    quick_mode: [{encryption: AES256, integrity: SHA256}]
+policies:
+  - name: reporting-servers-to-sql-cluster
+    endpoint1: [REPORTING-SERVER01]
+    endpoint2: [DB01]
+    security: require
+    auth: kerberos
+    crypto: strong
+"""
+
+
+@pytest.mark.parametrize("width", [70, 80])
+def test_plan_table_keeps_security_readable(width, tmp_path):
+    # A long rule name must not squeeze the security column into "Req".
+    inventory = tmp_path / "long.yaml"
+    inventory.write_text(LONG_POLICY, encoding="utf-8")
+
+    result = run_at_width(width, "plan", str(inventory))
+
+    assert result.exit_code == 0, result.output
+    words = set(result.stdout.split())
+    assert "reporting-servers-to-sql-cluster-endpoint1" in words
+    assert "Require" in words
+
+
 def test_plan_counts_each_kind_of_supporting_object():
     result = run_at_width(200, "plan", str(EXAMPLE), "--limit", "DB-SRV01")
     assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ from collections import Counter
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..objects import IPsecRule, MainModeCryptoSet, MainModeRule, Phase1AuthSet, Phase2AuthSet, QuickModeCryptoSet
 from ..planner.model import HostPlan, Plan
@@ -46,34 +47,33 @@ def host_table(plan: Plan, host_plan: HostPlan) -> Table:
         padding=(0, 1, 0, 0),
     )
     # Rule names stay whole: a split name cannot be searched for on the
-    # host. Security, auth set and quick mode crypto set share one column,
-    # one line each, so that the table fits 80 columns next to the longest
-    # names of a typical inventory.
+    # host. Security, auth set and quick mode crypto set go on short lines
+    # under the name, in the same column, so a long name never squeezes
+    # them and the table fits 80 columns for a typical inventory.
     table.add_column("Rule", no_wrap=True)
     # An IPv4 prefix is at most 18 characters, so only longer IPv6 addresses may fold.
     table.add_column("Local", overflow="fold", min_width=_address_width(rule.local_address for rule in host_plan.rules))
     table.add_column("Remote", overflow="fold", min_width=_address_width(rule.remote_address for rule in host_plan.rules))
     table.add_column("Traffic", overflow="fold")
-    table.add_column("Security\nAuth\nCrypto")
 
     for rule in host_plan.rules:
         if rule.is_exemption:
-            security = "exempt"
+            details = ["exempt"]
         elif rule.inbound_security == rule.outbound_security:
-            security = rule.inbound_security
+            details = [rule.inbound_security]
         else:
-            security = f"in {rule.inbound_security}, out {rule.outbound_security}"
+            details = [f"in {rule.inbound_security}", f"out {rule.outbound_security}"]
         if not rule.is_exemption:
             auth = _short(rule.phase1_auth_set, plan.managed_group, "p1auth")
             if rule.phase2_auth_set:
                 auth += " + " + _short(rule.phase2_auth_set, plan.managed_group, "p2auth")
-            security += f"\n{auth}\n{_short(rule.quick_mode_crypto_set, plan.managed_group, 'qmcrypto')}"
+            details += [f"auth: {auth}", f"crypto: {_short(rule.quick_mode_crypto_set, plan.managed_group, 'qmcrypto')}"]
+        name = _short(rule.name, plan.managed_group, "rule")
         table.add_row(
-            _short(rule.name, plan.managed_group, "rule"),
+            Text(name) + Text("".join(f"\n  {line}" for line in details), style="dim"),
             "\n".join(rule.local_address) or "Any",
             "\n".join(rule.remote_address) or "Any",
             _traffic(rule),
-            security,
         )
 
     return table

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from ipsec_deploy.cli import app
 from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, run_cli, with_password_env
 
 PASSWORD = "Lab-Passw0rd"
@@ -176,6 +178,18 @@ def test_verify_unmanaged_peers_explains(lab_factory, monkeypatch):
     message = " ".join(result.stdout.split())
     assert "Nothing was verified: the plan has no mirrored pair of two managed hosts to probe." in message
     assert "--limit" not in message
+
+
+def test_result_heading_keeps_run_id_whole(lab):
+    inventory, journal = lab
+    result = CliRunner().invoke(
+        app, ["apply", str(inventory), "--yes", "--journal-dir", str(journal), "--verify-timeout", "1"],
+        env={"COLUMNS": "80", "NO_COLOR": "1"},
+    )
+    run = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[0]
+
+    assert result.exit_code == 0, result.output
+    assert f"Result of run {run['run_id']}" in result.stdout.splitlines()
 
 
 def test_result_table_explains_extra_writes(lab):

@@ -65,7 +65,9 @@ def print_change_set(change_set: ChangeSet, console: Console) -> None:
 
 def print_results(results: list[HostResult], console: Console, run_id: str | None, staged: bool = False) -> None:
     """Print each host's status and the writes sent to it, and with ``staged`` why writes can exceed the changes listed."""
-    table = Table(title="Result" + (f" of run {run_id}" if run_id else ""), title_justify="left", box=box.SIMPLE_HEAD)
+    # A table title wraps at the table's width, which would split the run id.
+    console.print("Result" + (f" of run {run_id}" if run_id else ""), style="italic", markup=False)
+    table = Table(box=box.SIMPLE_HEAD)
     table.add_column("Host")
     table.add_column("Status")
     table.add_column("Writes", justify="right")

@@ -137,6 +137,12 @@ class RunJournal:
             descriptor = os.open(self.directory / "operations.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
+            # A Ctrl-C can end the run before this host's result is recorded;
+            # the host is changed all the same, and 'runs' must say so.
+            hosts = self._metadata["hosts"]
+            if status == "applied" and hosts.get(host, {}).get("status") in (None, "unchanged"):
+                hosts[host] = {"status": "changed", "detail": "", "changes": 0}
+                self._save_metadata()
 
     def record_host(self, host: str, status: str, detail: str = "", changes: int = 0) -> None:
         with self._lock:

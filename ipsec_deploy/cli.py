@@ -94,6 +94,10 @@ class PlainHelpCommand(_PlainHelpParameters, TyperCommand):
 class PlainHelpGroup(_PlainHelpParameters, TyperGroup):
     """A command group with click's look of help and usage."""
 
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        # The parameters' pieces replace click's, which end with the command placeholder.
+        return super().collect_usage_pieces(ctx) + [self.subcommand_metavar]
+
 
 app = typer.Typer(
     name="ipsec-deploy",
@@ -493,11 +497,10 @@ def verify(
         sessions, errors = executor.connect_all(hosts)
         try:
             probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
-            report = run_verification(the_plan, sessions, timeout, probe_ports, renegotiate)
+            report = run_verification(the_plan, sessions, timeout, probe_ports, renegotiate, errors)
         finally:
             for session in sessions.values():
                 session.close()
-    report.host_errors.update(errors)
 
     # A run without a complete pair proves nothing, so it is no pass.
     nothing_verified = None if report.pairs else nothing_verified_message(the_plan, limited=limit is not None)

@@ -351,8 +351,9 @@ def deploy(
         )
 
 
-def run_verification(the_plan: Plan, sessions: dict, timeout: float, probe_ports: dict[str, int], renegotiate: bool = False):
+def run_verification(the_plan: Plan, sessions: dict, timeout: float, probe_ports: dict[str, int], renegotiate: bool = False,
+                     connect_errors: dict[str, str] | None = None):
     options = VerifyOptions(timeout=timeout, renegotiate=renegotiate)
     verifier = Verifier(sessions, the_plan.managed_group, the_plan.policy_store, options)
     with stderr.status("Verifying: probing pairs and reading security associations"):
-        return verifier.verify(the_plan, plan_probes(the_plan, probe_ports))
+        return verifier.verify(the_plan, plan_probes(the_plan, probe_ports), host_errors=connect_errors)

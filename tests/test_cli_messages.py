@@ -180,6 +180,23 @@ def test_verify_unmanaged_peers_explains(lab_factory, monkeypatch):
     assert "--limit" not in message
 
 
+def test_verify_pair_names_connection_error(lab):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    document["hosts"]["DB-SRV01"]["connection"]["password_env"] = "IPSEC_DEPLOY_TEST_UNSET_PASSWORD"
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    result = run_cli("verify", str(inventory), "--verify-timeout", "1", "--format", "json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    pair = next(p for p in report["pairs"] if p["policy"] == "app-db")
+    assert pair["status"] == "not verified"
+    assert "DB-SRV01 could not be read: the environment variable IPSEC_DEPLOY_TEST_UNSET_PASSWORD" in pair["reason"]
+    assert "no session to this host" not in result.stdout
+
+
 def test_result_heading_keeps_run_id_whole(lab):
     inventory, journal = lab
     result = CliRunner().invoke(

@@ -130,6 +130,7 @@ def test_root_help_shows_flags_without_values():
     assert result.exit_code == 0, result.output
     assert "--version" in result.stdout
     assert "<bool>" not in result.stdout
+    assert "Usage: ipsec-deploy [OPTIONS] COMMAND [ARGS]..." in result.stdout
 
 
 def test_invalid_format_names_choices():

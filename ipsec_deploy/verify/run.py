@@ -82,8 +82,10 @@ class Verifier:
         with self._locks[host]:
             return action(self.sessions[host])
 
-    def verify(self, plan: Plan, probes: list[PairProbe], states: dict[str, HostState] | None = None) -> VerifyReport:
-        report = VerifyReport()
+    def verify(self, plan: Plan, probes: list[PairProbe], states: dict[str, HostState] | None = None,
+               host_errors: dict[str, str] | None = None) -> VerifyReport:
+        """Probe the pairs and classify them; ``host_errors`` gives why hosts without a session have none."""
+        report = VerifyReport(host_errors=dict(host_errors or {}))
         hosts = [hp.host.name for hp in plan.hosts if hp.host.name in self.sessions]
         for probe in probes:
             for host in (probe.initiator, probe.responder):

@@ -34,6 +34,7 @@ from typing import Callable, Any
 
 from pypsrp.encryption import WinRMEncryption
 from pypsrp.exceptions import WinRMError
+from spnego.exceptions import SpnegoError
 
 from ipsec_deploy.lab.auth import (
     BASIC,
@@ -269,7 +270,8 @@ class _LabRequestHandler(BaseHTTPRequestHandler):
             listener.round_trips.add("encrypted")
             try:
                 body = encryption.unwrap_message(body, boundary.group(1))
-            except (WinRMError, ValueError, IndexError) as error:
+            except (WinRMError, SpnegoError, ValueError, IndexError) as error:
+                # A client interrupted mid-request can leave the NTLM sequence numbers out of step.
                 log.warning("could not decrypt a request from %s on %s: %s", user, listener.endpoint, error)
                 self.close_connection = True
                 self._send(HTTPStatus.BAD_REQUEST, b"", headers)

@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 import requests
-from pypsrp.exceptions import AuthenticationError
+from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
+from spnego.exceptions import BadMICError
 
+from ipsec_deploy.lab import server as server_module
 from ipsec_deploy.lab.faults import FaultPlan
 from ipsec_deploy.lab.pipeline import PipelineRequest, PipelineResult
 from ipsec_deploy.lab.server import LabListener
@@ -119,3 +121,21 @@ def test_faults_change_while_running() -> None:
 
         listener.faults.reject_credentials = False
         assert run_one(client(listener)) == ["Get-NetIPsecRule"]
+
+
+def test_undecryptable_request_logs_one_line(monkeypatch, caplog) -> None:
+    # A client interrupted mid-request leaves NTLM sequence numbers out of
+    # step; the listener answers 400 and logs a warning, not a traceback.
+    def out_of_step(self, *args, **kwargs):
+        raise BadMICError(context_msg="checksum mismatch")
+
+    with lab(auth=("negotiate",)) as listener:
+        monkeypatch.setattr(server_module.WinRMEncryption, "unwrap_message", out_of_step)
+        with caplog.at_level("DEBUG", logger="ipsec_deploy.lab"):
+            with pytest.raises(WinRMTransportError) as raised:
+                run_one(client(listener, auth="negotiate"))
+
+    assert raised.value.code == 400
+    warnings = [r for r in caplog.records if r.name == "ipsec_deploy.lab" and "could not decrypt" in r.getMessage()]
+    assert len(warnings) >= 1
+    assert not [r for r in caplog.records if r.name == "ipsec_deploy.lab" and r.exc_info]

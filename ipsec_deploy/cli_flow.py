@@ -13,6 +13,7 @@ import logging
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -66,13 +67,17 @@ def find_leftover_restores(change_set: ChangeSet) -> dict[str, list[RestoreStatu
     return {name: change.leftover_restores for name, change in sorted(change_set.changes.items()) if change.leftover_restores}
 
 
-def record_finished_restores(change_set: ChangeSet, journal_dir: Path) -> None:
+def record_finished_restores(change_set: ChangeSet, journal_dir: Path, now: datetime | None = None) -> None:
     """Update restores that the journal still calls armed but that are no longer pending on their host.
 
     A restore task that fired, or one that a run interrupted while confirming
     removed without recording it, would otherwise show in 'runs' as a
-    pending confirmation forever.
+    pending confirmation forever. A restore's own result on the host proves
+    what happened. A missing task proves nothing before the run's deadline,
+    because the same host name may now reach another machine (another lab,
+    say) or another operator's run may be arming it right now.
     """
+    now = now or datetime.now(timezone.utc)
     for summary in list_runs(journal_dir):
         for host in summary.pending_hosts:
             change = change_set.changes.get(host)
@@ -81,10 +86,23 @@ def record_finished_restores(change_set: ChangeSet, journal_dir: Path) -> None:
             found = next((restore for restore in change.restores if restore.run_id == summary.run_id), None)
             if found is not None and (found.pending or found.state == RUNNING_STATE):
                 continue
-            # "Restored" and "Failed" come from the restore's own result; no trace means it was removed.
+            if found is None and not _deadline_passed(summary.restores[host], now):
+                continue
+            # Restored, Failed or Orphaned come from the host; no trace after the deadline means it was removed.
             state = found.state.lower() if found is not None else "gone"
-            mark_restore(journal_dir, summary.run_id, host, state)
+            try:
+                mark_restore(journal_dir, summary.run_id, host, state)
+            except OSError as error:
+                stderr.print(f"warning: cannot update the journal of run {summary.run_id}: {error}", style="yellow", markup=False)
+                continue
             log.info("%s: the restore of run %s is %s", host, summary.run_id, state)
+
+
+def _deadline_passed(restore: dict, now: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(restore["deadline"]) < now
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def remove_leftover_restores(change_set: ChangeSet, leftovers: dict[str, list[RestoreStatus]], journal_dir: Path) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from ipsec_deploy import cli_flow
 from ipsec_deploy.executor.rollout import Rollout
 from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, managed_names, query_host, run_cli, with_password_env
 
@@ -126,10 +127,18 @@ def test_next_run_clears_vanished_pending(lab):
     path.write_text(json.dumps(run))
     before = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
 
+    # Before the deadline a missing task proves nothing: the name may reach another machine now.
     assert run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal)).exit_code == 0
+    during = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
 
+    for restore in run["restores"].values():
+        restore["deadline"] = "2026-01-01T00:00:00+00:00"
+    path.write_text(json.dumps(run))
+    assert run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal)).exit_code == 0
     after = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
+
     assert before[0]["pending_confirmation"] == list(HOSTS_SORTED)
+    assert during[0]["pending_confirmation"] == list(HOSTS_SORTED)
     assert after[0]["pending_confirmation"] == []
     assert {restore["state"] for restore in json.loads(path.read_text())["restores"].values()} == {"gone"}
 
@@ -147,3 +156,23 @@ def test_next_run_records_fired_restore(lab, monkeypatch):
     assert run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal)).exit_code == 0
 
     assert {restore["state"] for restore in json.loads(path.read_text())["restores"].values()} == {"restored"}
+
+
+def test_unwritable_journal_only_warns(lab, monkeypatch):
+    # A journal that cannot be updated must not turn a dry run into a traceback.
+    running, inventory, journal = lab
+    crash_before_confirmation(monkeypatch)
+    assert apply(inventory, journal).exit_code == 0
+    path = next((journal / "runs").glob("*/run.json"))
+    deadline = max(restore["deadline"] for restore in json.loads(path.read_text())["restores"].values())
+    running.network.clock.set(datetime.fromisoformat(deadline) + timedelta(minutes=1))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cli_flow, "mark_restore", read_only)
+    result = run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal))
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "warning: cannot update the journal of run" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -91,6 +91,25 @@ def test_revert_refuses_other_inventory_run(lab, tmp_path):
     assert "- delete" in chosen.stdout
 
 
+def test_revert_from_other_directory_matches_file(lab, tmp_path, monkeypatch):
+    # The apply names the inventory relative to its directory; the revert
+    # runs elsewhere and names the same file by its absolute path.
+    inventory, journal = lab
+    monkeypatch.chdir(inventory.parent)
+    assert apply(Path(inventory.name), journal).exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / inventory.name).write_text(inventory.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+
+    same = run_cli("revert", str(inventory), "--journal-dir", str(journal), "--dry-run")
+    other = run_cli("revert", inventory.name, "--journal-dir", str(journal), "--dry-run")
+
+    assert same.exit_code == 0, same.stdout + same.stderr
+    assert other.exit_code == 1
+    assert "the latest apply, run" in " ".join(other.stderr.split())
+
+
 def test_revert_without_journal_mentions_journal_dir(lab, tmp_path, monkeypatch):
     inventory, journal = lab
     assert apply(inventory, journal).exit_code == 0

@@ -191,6 +191,16 @@ def test_all_digit_computer_name_rejected():
     assert "not only digits" in message
 
 
+def test_ip_named_host_warns_without_computer_name():
+    text = TWO_HOSTS.replace("  DB-SRV01:\n", "  10.0.1.20:\n").replace("endpoint2: [DB-SRV01]", "endpoint2: [10.0.1.20]")
+    warnings = [(line, message) for line, severity, message in problems_of(text) if severity == "warning"]
+    assert (line_containing(text, "  10.0.1.20:"), "host '10.0.1.20' is named by an IP address, so ipsec-deploy cannot "
+            "check that its session reaches the right computer; set computer_name to its Windows computer name") in warnings
+
+    named = text.replace("  10.0.1.20:\n", "  10.0.1.20:\n    computer_name: DB-SRV01\n")
+    assert not [m for _, severity, m in problems_of(named) if "named by an IP address" in m]
+
+
 def test_same_address_other_port_allowed():
     text = TWO_HOSTS.replace("  APP-SRV01:\n", "  APP-SRV01:\n    address: 127.0.0.1\n    connection: {port: 15985}\n").replace(
         "  DB-SRV01:\n", "  DB-SRV01:\n    address: 127.0.0.1\n    connection: {port: 15986}\n"

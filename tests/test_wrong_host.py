@@ -134,6 +134,14 @@ def test_unusable_reported_name_not_suggested(tmp_path):
     assert wrong_host_reason(host, "app-srv01") is None
 
 
+def test_ip_named_host_skips_check(tmp_path):
+    path = tmp_path / "inventory.yaml"
+    path.write_text(INVENTORY.replace("APP-SRV01", "10.0.1.10"), encoding="utf-8")
+    host = load_inventory(path).hosts["10.0.1.10"]
+
+    assert wrong_host_reason(host, "APP-SRV01") is None
+
+
 def test_netbios_name_of_long_dns_name():
     # Windows derives the computer name from the first DNS label, cut to 15 characters.
     assert netbios_name("reporting-server-01.corp.example") == "REPORTING-SERVE"

@@ -94,7 +94,8 @@ class RunJournal:
             "kind": kind,
             "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "finished": None,
-            "inventory": inventory,
+            # Absolute, so that a revert from another directory can tell whether it has the same file.
+            "inventory": str(Path(inventory).resolve()),
             "policy_store": policy_store,
             "managed_group": group,
             "reverts": reverts,

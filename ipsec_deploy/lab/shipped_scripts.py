@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from ipsec_deploy.inventory.model import netbios_name
 from ipsec_deploy.lab.clixml import TypedList
 from ipsec_deploy.lab.netsecurity import errors
 from ipsec_deploy.lab.netsecurity.host import LabHost
@@ -148,7 +147,9 @@ def read_state(host: LabHost, parameters: dict[str, Any], input: list[Any]) -> l
     group = powershell_string(bound["Group"])
     store = powershell_string(bound["PolicyStore"])
     # $env:COMPUTERNAME is the NetBIOS name: first DNS label, upper case, at most 15 characters.
-    output: list[dict[str, Any]] = [{"Kind": "computer", "ComputerName": netbios_name(host.name)}]
+    # Derived here, not with the client's netbios_name, so the check is not tested against itself.
+    computer_name = host.name.split(".", 1)[0].upper()[:15]
+    output: list[dict[str, Any]] = [{"Kind": "computer", "ComputerName": computer_name}]
 
     for kind, cmdlet in SET_CMDLETS.items():
         for item in host.invoke_checked(cmdlet, {"PolicyStore": store}):

@@ -10,6 +10,7 @@ defines the commands.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,7 +132,9 @@ def host_access(inventory: Inventory, hosts: list[Host], use_lab: bool, lab_stat
         try:
             passwords.ask_up_front(hosts)
         except CredentialError as error:
-            # Nothing was contacted yet, so stopping here changes nothing.
+            # Nothing was contacted yet, so stopping here changes nothing. The
+            # blank line ends the prompt's line, which Ctrl-D leaves open.
+            stderr.print()
             stderr.print(f"error: {error}; nothing was changed.", style="red", markup=False)
             raise typer.Exit(EXIT_FAILED) from None
         yield psrp_connector(passwords, retry=retry), None
@@ -188,12 +191,15 @@ def run_change(
     after_apply: Callable[[ChangeSet], bool] | None = None,
     apply_changes: Callable[[ChangeSet, RunJournal], list] | None = None,
     check_before_apply: Callable[[ChangeSet], list[str]] | None = None,
+    host_options: list[str] | None = None,
 ) -> None:
     """Read, show, confirm, journal and apply; exits with the command's status.
 
     ``after_apply`` runs over the still-open sessions (verification) and
-    returns whether it passed.
+    returns whether it passed. ``host_options`` are the command-line options
+    that chose the hosts (--lab, --lab-state), repeated in the revert hint.
     """
+    host_options = host_options or []
     names = [host.name for host, _ in targets]
     change_set = None
     try:
@@ -244,10 +250,12 @@ def run_change(
                     results = executor.apply(change_set, journal)
         except KeyboardInterrupt:
             journal.finish("interrupted")
-            revert = f"ipsec-deploy revert {inventory_path} --run {journal.run_id}"
+            words = ["ipsec-deploy", "revert", inventory_path, "--run", journal.run_id]
             if journal_dir != Path(DEFAULT_JOURNAL_DIR):
-                revert += f" --journal-dir {journal_dir}"
-            stderr.print(f"Interrupted. Each host is at a completed stage; '{revert}' restores the hosts.", style="red", markup=False)
+                words += ["--journal-dir", str(journal_dir)]
+            words += host_options
+            revert = " ".join(shlex.quote(word) for word in words)
+            stderr.print(f"Interrupted. Each host is at a completed stage; this restores the hosts: {revert}", style="red", markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         result = overall_result(results)
         journal.finish(result)
@@ -366,7 +374,15 @@ def deploy(
             # --no-verify applies the objects directly.
             apply_changes=staged_rollout if options.verify else None,
             check_before_apply=management_check,
+            host_options=lab_options(options),
         )
+
+
+def lab_options(options: DeployOptions) -> list[str]:
+    """Return the options that select the lab, for a command printed for the user to run next."""
+    if not options.lab:
+        return []
+    return ["--lab"] + (["--lab-state", str(options.lab_state)] if options.lab_state is not None else [])
 
 
 def run_verification(the_plan: Plan, sessions: dict, timeout: float, probe_ports: dict[str, int], renegotiate: bool = False,

@@ -271,3 +271,27 @@ def test_unresolvable_address_names_address(tmp_path, monkeypatch, caplog):
     assert "Check the host's address in the inventory and this workstation's DNS." in output
     assert retries_in(caplog) == []
     assert looked_up == ["winrm-typo.corp.example"]
+
+
+def test_dns_timeout_is_retried(tmp_path, monkeypatch):
+    # EAI_AGAIN means the DNS server did not answer in time, which may pass.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    original = socket.getaddrinfo
+    looked_up = []
+
+    def lookup(host, *args, **kwargs):
+        if host == "winrm-slow-dns.corp.example":
+            looked_up.append(host)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return original(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    inventory, _ = write_inventory(tmp_path, 5985)
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    document["hosts"]["SRV01"]["address"] = "winrm-slow-dns.corp.example"
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    output = failed_dry_run(inventory, tmp_path, attempts=2)
+
+    assert "cannot resolve the address 'winrm-slow-dns.corp.example'" in output
+    assert len(looked_up) == 2

@@ -25,10 +25,12 @@ def test_applied_operation_marks_host_changed(tmp_path):
     assert run.hosts["APP-SRV01"] == {"status": "changed", "detail": "", "changes": 3}
 
 
-def test_failed_operation_leaves_host_unrecorded(tmp_path):
+def test_failed_operation_marks_host_failed(tmp_path):
+    # The writes before the failure were applied, then undone by the script.
     journal = RunJournal.create(tmp_path, "apply", "inventory.yaml", "PersistentStore", "ipsec-deploy")
 
-    journal.record_operation("DB-SRV01", 0, raise_operation(), "failed", "The RPC server is unavailable.", stage="raise")
+    journal.record_operation("DB-SRV01", 0, raise_operation(), "applied", stage="raise")
+    journal.record_operation("DB-SRV01", 1, raise_operation(), "failed", "The RPC server is unavailable.", stage="raise")
 
     [run] = list_runs(tmp_path)
-    assert "DB-SRV01" not in run.hosts
+    assert run.hosts["DB-SRV01"] == {"status": "failed", "detail": "The RPC server is unavailable.", "changes": 0}

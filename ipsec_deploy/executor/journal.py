@@ -144,6 +144,10 @@ class RunJournal:
             if status == "applied" and hosts.get(host, {}).get("status") in (None, "unchanged"):
                 hosts[host] = {"status": "changed", "detail": "", "changes": 0}
                 self._save_metadata()
+            elif status == "failed":
+                # The script undoes the stage's applied writes after a failure.
+                hosts[host] = {"status": "failed", "detail": message, "changes": 0}
+                self._save_metadata()
 
     def record_host(self, host: str, status: str, detail: str = "", changes: int = 0) -> None:
         with self._lock:

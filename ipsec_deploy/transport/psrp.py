@@ -168,11 +168,12 @@ def classify(settings: ConnectionSettings, error: Exception) -> TransportError:
     if isinstance(error, requests.exceptions.ConnectionError):
         unresolved = _find_cause(error, socket.gaierror)
         if unresolved is not None:
-            # A typo or a missing DNS record does not heal by retrying.
+            # A typo or a missing DNS record does not heal by retrying; a DNS server that did not answer may.
             return TransportError(
                 host,
                 f"cannot resolve the address '{settings.address}' of {endpoint}: {unresolved.strerror or unresolved}. "
                 "Check the host's address in the inventory and this workstation's DNS.",
+                retryable=unresolved.errno == socket.EAI_AGAIN,
             )
         if _find_cause(error, ConnectionRefusedError) is not None:
             return TransportError(

@@ -245,23 +245,31 @@ def test_lab_rejection_names_lab_password(tmp_path):
     assert "UNUSED_VARIABLE" not in output
 
 
-def test_unresolvable_address_names_address(tmp_path, monkeypatch, caplog):
-    # The name lookup fails inside this process, so no DNS query leaves the machine.
+def unresolvable_host(tmp_path: Path, monkeypatch, name: str, error_number: int, message: str) -> tuple[Path, list[str]]:
+    """Write an inventory whose SRV01 address fails to resolve; return it and the list of lookups of that name.
+
+    The lookup fails inside this process, so no DNS query leaves the machine.
+    """
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
     original = socket.getaddrinfo
-    looked_up = []
+    looked_up: list[str] = []
 
     def lookup(host, *args, **kwargs):
-        if host == "winrm-typo.corp.example":
+        if host == name:
             looked_up.append(host)
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            raise socket.gaierror(error_number, message)
         return original(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
     inventory, _ = write_inventory(tmp_path, 5985)
     document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
-    document["hosts"]["SRV01"]["address"] = "winrm-typo.corp.example"
+    document["hosts"]["SRV01"]["address"] = name
     inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return inventory, looked_up
+
+
+def test_unresolvable_address_names_address(tmp_path, monkeypatch, caplog):
+    inventory, looked_up = unresolvable_host(tmp_path, monkeypatch, "winrm-typo.corp.example", socket.EAI_NONAME, "Name or service not known")
 
     with caplog.at_level(logging.WARNING):
         output = failed_dry_run(inventory, tmp_path)
@@ -275,23 +283,10 @@ def test_unresolvable_address_names_address(tmp_path, monkeypatch, caplog):
 
 def test_dns_timeout_is_retried(tmp_path, monkeypatch):
     # EAI_AGAIN means the DNS server did not answer in time, which may pass.
-    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
-    original = socket.getaddrinfo
-    looked_up = []
-
-    def lookup(host, *args, **kwargs):
-        if host == "winrm-slow-dns.corp.example":
-            looked_up.append(host)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return original(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", lookup)
-    inventory, _ = write_inventory(tmp_path, 5985)
-    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
-    document["hosts"]["SRV01"]["address"] = "winrm-slow-dns.corp.example"
-    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    inventory, looked_up = unresolvable_host(tmp_path, monkeypatch, "winrm-slow-dns.corp.example", socket.EAI_AGAIN,
+                                             "Temporary failure in name resolution")
 
     output = failed_dry_run(inventory, tmp_path, attempts=2)
 
     assert "cannot resolve the address 'winrm-slow-dns.corp.example'" in output
-    assert len(looked_up) == 2
+    assert looked_up == ["winrm-slow-dns.corp.example"] * 2

@@ -28,7 +28,7 @@ from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .executor.state import HostState
 from .inventory import Inventory, InventoryError
-from .inventory.model import Host
+from .inventory.model import Host, is_domain_gpo
 from .planner import Plan, management_path_problems
 from .render.changes import ProgressEvents, print_change_set, print_results, print_rollout
 from .render.verification import print_report
@@ -296,6 +296,15 @@ def deploy(
     reverts: str | None = None,
 ) -> None:
     """Move the plan's hosts to the plan's objects with the staged rollout, then verify; exits with the status."""
+    if is_domain_gpo(the_plan.policy_store):
+        # Every host would write its own objects into the one shared GPO and delete the others'.
+        stderr.print(
+            f"error: policy_store '{the_plan.policy_store}' is a domain GPO, which the hosts share; {kind} writes "
+            "each host's objects separately and would overwrite the other hosts' objects in it. Use "
+            "PersistentStore (or localhost) in the inventory. Nothing was changed.",
+            style="red", markup=False,
+        )
+        raise typer.Exit(EXIT_FAILED)
     targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
     held_in_request: list[str] = []
 

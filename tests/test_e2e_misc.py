@@ -142,3 +142,19 @@ def test_lab_port_in_use_suggests_without_lab(tmp_path):
     assert "run the command without --lab" in message
     assert "the lab did not start, and nothing was changed." in message
     assert "the inventory is invalid" not in message
+
+
+def test_apply_refuses_domain_gpo_store(lab_factory, monkeypatch, tmp_path):
+    # Each host would write its own objects into the one GPO and delete the other hosts' objects.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(EXAMPLE_LAB)
+    inventory = with_password_env(inventory)
+    inventory.write_text("policy_store: 'CORP\\ipsec-gpo'\n" + inventory.read_text(encoding="utf-8"), encoding="utf-8")
+
+    result = run_cli("apply", str(inventory), "--yes", "--journal-dir", str(tmp_path / "j"))
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "error: policy_store 'CORP\\ipsec-gpo' is a domain GPO, which the hosts share" in message
+    assert "Nothing was changed." in message
+    assert all(host.write_count == 0 for host in running.hosts.values())

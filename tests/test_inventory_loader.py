@@ -351,6 +351,14 @@ def test_gpo_policy_store_accepted():
     assert errors_of("policy_store: corp.example\\IPsec servers\n" + TWO_HOSTS) == []
 
 
+def test_gpo_policy_store_warns_apply_refuses():
+    problems = problems_of("policy_store: corp.example\\IPsec servers\n" + TWO_HOSTS)
+    warnings = [message for line, severity, message in problems if severity == "warning" and line == 1]
+    assert len(warnings) == 1
+    assert "is a domain GPO, which every host it applies to shares" in warnings[0]
+    assert "'apply' and 'revert' refuse it" in warnings[0]
+
+
 def test_exemption_override_rejected():
     text = TWO_HOSTS.replace("    ip: [10.0.1.20]\n", "    ip: [10.0.1.20]\n    policy_overrides:\n      domain-controllers: {security: request}\n")
     line, message = single_error(text)

@@ -373,6 +373,13 @@ class _InventoryReader:
                 "as DOMAIN\\GPO-name",
             )
             store = None
+        elif store is not None:
+            self.warning(
+                document.line_of("policy_store"),
+                f"policy_store '{store}' is a domain GPO, which every host it applies to shares; ipsec-deploy "
+                "plans each host's objects separately, so 'apply' and 'revert' refuse it. Use it only to review "
+                "'plan --format powershell'; deploying through a GPO is not supported yet",
+            )
         return Settings(
             managed_group=group or DEFAULT_MANAGED_GROUP,
             policy_store=store or DEFAULT_POLICY_STORE,

@@ -28,6 +28,11 @@ DEFAULT_MANAGED_GROUP = "ipsec-deploy"
 DEFAULT_POLICY_STORE = "PersistentStore"
 DEFAULT_PORTS: dict[str, int] = {"http": 5985, "https": 5986}
 
+def is_domain_gpo(policy_store: str) -> bool:
+    """Tell whether a policy store names a domain GPO (DOMAIN\\GPO-name), which every host it applies to shares."""
+    return "\\" in policy_store
+
+
 # A NetBIOS computer name, as $env:COMPUTERNAME shows it.
 NETBIOS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
 

@@ -329,7 +329,7 @@ def deploy(
             sessions_of(change_set),
             the_plan.managed_group,
             the_plan.policy_store,
-            VerifyOptions(timeout=options.verify_timeout, renegotiate=True),
+            VerifyOptions(timeout=options.verify_timeout, renegotiate=True, check_security=False),
         )
 
         def verify_pairs(hosts: list[str], rules: set[tuple[str, str]], states: dict[str, HostState]) -> list:

@@ -82,6 +82,23 @@ def test_rule_removed_behind_back_fails_with_reason(start):
     assert pair(report, "server-vlan", "APP-SRV01", "DB-SRV01")["status"] == "rule missing"
 
 
+def test_rules_left_in_request_differ(start):
+    # Both hosts hold the pair's rules in Request, as a staged apply that
+    # could not raise them leaves them: traffic is encrypted, but not required.
+    running, inventory, journal = start()
+    assert apply(inventory, journal, "--no-verify").exit_code == 0
+    for host, rule in (("APP-SRV01", "ipsec-deploy-rule-app-db-endpoint1"), ("DB-SRV01", "ipsec-deploy-rule-app-db-endpoint2")):
+        query_host(inventory, host, PASSWORD, "Set-NetIPsecRule", {"IPsecRuleName": rule, "InboundSecurity": "Request", "OutboundSecurity": "Request"})
+
+    code, report = verify(inventory)
+
+    assert code == 1
+    entry = pair(report, "app-db", "APP-SRV01", "DB-SRV01")
+    assert entry["status"] == "rule differs"
+    assert "APP-SRV01 holds rule 'ipsec-deploy-rule-app-db-endpoint1' with Request inbound and Request outbound where the plan has Require and Require" in entry["reason"]
+    assert pair(report, "server-vlan", "APP-SRV01", "DB-SRV01")["status"] == "encrypted"
+
+
 def test_stale_sas_do_not_pass_after_revert(start):
     running, inventory, journal = start()
     assert apply(inventory, journal, "--no-verify").exit_code == 0

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..verify.classify import CLEAR, DIFFERENT, ENCRYPTED, EXEMPT, FAILING, NOT_EXEMPT, ONE_SIDED, RULE_MISSING, SKIPPED
+from ..verify.classify import CLEAR, DIFFERENT, ENCRYPTED, EXEMPT, FAILING, NOT_EXEMPT, ONE_SIDED, RULE_DIFFERS, RULE_MISSING, SKIPPED
 from ..verify.run import VerifyReport
 
-_COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "yellow", CLEAR: "red", FAILING: "red", ONE_SIDED: "red", NOT_EXEMPT: "red", RULE_MISSING: "red"}
+_COLOURS = {ENCRYPTED: "green", EXEMPT: "green", DIFFERENT: "yellow", SKIPPED: "yellow", CLEAR: "red", FAILING: "red", ONE_SIDED: "red", NOT_EXEMPT: "red", RULE_MISSING: "red", RULE_DIFFERS: "red"}
 
 
 NO_COMPLETE_PAIR = "No pair to verify: no mirrored pair has both of its hosts in this command."

@@ -17,7 +17,7 @@ from ..objects import IPsecRule
 from ..planner.model import Plan
 from ..scripts import clear_security_associations_script, probe_peers_script, read_security_associations_script, read_state_script
 from ..transport.base import HostConnection, RemoteCommandFailed, TransportError
-from .classify import PASSING, RULE_MISSING, SKIPPED, HostSAs, PairResult, classify, parse_sas
+from .classify import PASSING, RULE_DIFFERS, RULE_MISSING, SKIPPED, HostSAs, PairResult, classify, parse_sas
 from .expectations import PairProbe
 
 log = logging.getLogger("ipsec_deploy.verify")
@@ -38,6 +38,10 @@ class VerifyOptions:
     # earlier rules or sets cannot pass for the current ones. The staged
     # rollout does this; a plain verify leaves running traffic alone.
     renegotiate: bool = False
+
+    # Compare each rule's inbound and outbound security with the plan. The
+    # staged rollout turns this off: there the rules are in Request on purpose.
+    check_security: bool = True
 
 
 @dataclass
@@ -116,11 +120,11 @@ class Verifier:
                 host = probe.initiator if probe.initiator in report.host_errors else probe.responder
                 report.pairs.append(PairResult(probe, SKIPPED, f"{host} could not be read: {report.host_errors[host]}"))
                 continue
-            missing = self._missing_rules(plan, probe, states)
-            if missing:
+            status, reason = self._rule_findings(plan, probe, states, self.options.check_security)
+            if status:
                 # SAs outlive the rules that made them, so SAs alone do not
                 # prove that the pair is configured as planned.
-                report.pairs.append(PairResult(probe, RULE_MISSING, missing))
+                report.pairs.append(PairResult(probe, status, reason))
                 continue
             result = classify(probe, sas.get(probe.initiator, HostSAs()), sas.get(probe.responder, HostSAs()), outcomes.get(id(probe)))
             report.pairs.append(result)
@@ -137,13 +141,14 @@ class Verifier:
             return str(error)
 
     @staticmethod
-    def _missing_rules(plan: Plan, probe: PairProbe, states: dict[str, HostState]) -> str:
-        """Describe each of the pair's planned rules that a host lacks or holds for other traffic; '' when both are there.
+    def _rule_findings(plan: Plan, probe: PairProbe, states: dict[str, HostState], check_security: bool) -> tuple[str, str]:
+        """Return (status, reason) for a pair whose planned rules a host lacks or holds in another form; ("", "") when both match.
 
-        The security is not compared: during a staged apply the rules are in
-        Request on purpose.
+        With ``check_security`` off, a rule that differs only in its
+        inbound and outbound security counts as matching.
         """
-        problems = []
+        missing = []
+        different = []
         for host, rule_name in ((probe.initiator, probe.initiator_rule), (probe.responder, probe.responder_rule)):
             state = states.get(host)
             planned = plan.host(host).object(IPsecRule.kind, rule_name)
@@ -151,12 +156,22 @@ class Verifier:
                 continue
             current = state.managed.get((IPsecRule.kind, rule_name))
             if current is None:
-                problems.append(f"{host} lacks rule '{rule_name}'")
-            elif replace(current, inbound_security=planned.inbound_security, outbound_security=planned.outbound_security) != planned:
-                problems.append(f"{host} holds rule '{rule_name}' in another form than planned")
-        if not problems:
-            return ""
-        return "; ".join(problems) + " (removed or changed since the last run, or a change to it failed)"
+                missing.append(f"{host} lacks rule '{rule_name}'")
+                continue
+            same_security = replace(current, inbound_security=planned.inbound_security, outbound_security=planned.outbound_security)
+            if same_security != planned:
+                different.append(f"{host} holds rule '{rule_name}' in another form than planned")
+            elif check_security and current != planned:
+                different.append(
+                    f"{host} holds rule '{rule_name}' with {current.inbound_security} inbound and {current.outbound_security} "
+                    f"outbound where the plan has {planned.inbound_security} and {planned.outbound_security}"
+                )
+        if not missing and not different:
+            return "", ""
+        reason = "; ".join(missing + different) + (
+            " (removed or changed since the last run, a change to it failed, or a staged apply left it in Request; run apply)"
+        )
+        return (RULE_MISSING if missing else RULE_DIFFERS), reason
 
     def _check_exemptions(self, plan: Plan, states: dict[str, HostState]) -> list[str]:
         """List the planned exemptions that a host lacks or has in another form."""

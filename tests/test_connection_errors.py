@@ -290,3 +290,17 @@ def test_dns_timeout_is_retried(tmp_path, monkeypatch):
 
     assert "cannot resolve the address 'winrm-slow-dns.corp.example'" in output
     assert looked_up == ["winrm-slow-dns.corp.example"] * 2
+
+
+def test_missing_ca_bundle_named(lab_factory, monkeypatch, tmp_path):
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    inventory, endpoint = start_lab_host(lab_factory, inventory_text(transport="https", lab_scheme="https"),
+                                         ca_bundle="missing-ca.pem")
+
+    output = failed_dry_run(inventory, tmp_path, attempts=1)
+
+    # The loader reads the relative path from the inventory's folder and warns first.
+    missing = inventory.parent / "missing-ca.pem"
+    assert f"ca_bundle 'missing-ca.pem' of connection is not a file ({missing})" in output
+    assert f"SRV01: not read: cannot use the TLS files for {endpoint}:" in output
+    assert "Check ca_bundle, client_certificate and client_key in the inventory." in output

@@ -364,3 +364,23 @@ def test_exemption_override_rejected():
     line, message = single_error(text)
     assert line == line_containing(text, "domain-controllers: {security")
     assert "overrides exemption 'domain-controllers'" in message
+
+
+def test_ca_bundle_relative_to_inventory(tmp_path, monkeypatch):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "corp-ca.pem").write_text("not read by the loader", encoding="utf-8")
+    inventory = folder / "inventory.yaml"
+    inventory.write_text("connection:\n  ca_bundle: corp-ca.pem\n" + TWO_HOSTS, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    loaded = load_inventory(inventory.relative_to(tmp_path))
+
+    assert loaded.hosts["APP-SRV01"].connection.ca_bundle == str(folder / "corp-ca.pem")
+
+
+def test_cert_validation_off_warns():
+    text = "connection:\n  cert_validation: false\n" + TWO_HOSTS
+    warnings = [(line, message) for line, severity, message in problems_of(text) if severity == "warning"]
+    assert (2, "cert_validation is off in connection: anyone on the network path can pose as the host and read the "
+               "session; set ca_bundle instead") in warnings

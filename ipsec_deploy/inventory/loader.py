@@ -469,9 +469,11 @@ class _InventoryReader:
             fields["port"] = self.integer(section, "port", where, 1, 65535)
         if "auth" in section:
             fields["auth"] = self.choice(section, "auth", CONNECTION_AUTHS, where)
-        for key in ("username", "ca_bundle", "client_certificate", "client_key"):
+        if "username" in section:
+            fields["username"] = self.string(section, "username", where)
+        for key in ("ca_bundle", "client_certificate", "client_key"):
             if key in section:
-                fields[key] = self.string(section, key, where)
+                fields[key] = self.file_path(section, key, where)
         if "password_env" in section:
             env_name = self.string(section, "password_env", where)
             if env_name is not None and not ENV_NAME_PATTERN.match(env_name):
@@ -480,6 +482,9 @@ class _InventoryReader:
             fields["password_env"] = env_name
         if "cert_validation" in section:
             fields["cert_validation"] = self.boolean(section, "cert_validation", where, True)
+            if fields["cert_validation"] is False:
+                self.warning(section.line_of("cert_validation"), f"cert_validation is off in {where}: anyone on the network "
+                                                                 "path can pose as the host and read the session; set ca_bundle instead")
         if "operation_timeout_seconds" in section:
             fields["operation_timeout_seconds"] = self.integer(section, "operation_timeout_seconds", where, 1, 3600)
 
@@ -509,6 +514,20 @@ class _InventoryReader:
         if result.auth == "certificate" and result.transport == "http":
             self.error(auth_line, f"certificate authentication in {where} works only over https")
         return result
+
+    def file_path(self, section: SourceMap, key: str, where: str) -> str | None:
+        """Read a path of a file on this workstation; a relative one is read from the inventory's folder, as state_dir is."""
+        value = self.string(section, key, where)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.file != "<inventory>":
+            path = Path(self.file).resolve().parent / path
+        if not path.is_file():
+            # A warning, not an error: a plan can be made on a machine without the files.
+            self.warning(section.line_of(key), f"{key} '{value}' of {where} is not a file ({path}); apply and verify "
+                                               "cannot connect until it exists. Relative paths are read from the inventory's folder")
+        return str(path)
 
     def read_forests(self, document: SourceMap) -> dict[str, Forest]:
         forests: dict[str, Forest] = {}

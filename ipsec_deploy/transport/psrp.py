@@ -146,6 +146,10 @@ def classify(settings: ConnectionSettings, error: Exception) -> TransportError:
     endpoint = endpoint_of(settings)
     if isinstance(error, ImportError):
         return TransportError(host, _missing_library_reason(settings, endpoint, error))
+    if type(error) is OSError and "TLS" in str(error):
+        # requests raises a bare OSError, before connecting, for a CA bundle or client certificate file it cannot find.
+        return TransportError(host, f"cannot use the TLS files for {endpoint}: {_first_line(error)}. "
+                                    "Check ca_bundle, client_certificate and client_key in the inventory.")
     if isinstance(error, AuthenticationError) or (isinstance(error, WinRMTransportError) and error.code == 401):
         return AuthenticationFailed(host, _rejected_credentials_reason(settings, endpoint))
     if isinstance(error, requests.exceptions.SSLError):

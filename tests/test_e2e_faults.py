@@ -112,3 +112,14 @@ def test_dropped_connection_reported(start):
     assert host_rows(result.stdout)["DB-SRV01"] in ("unreachable", "failed")
     assert host_rows(result.stdout)["APP-SRV01"] == "changed"
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_connection_lost_mid_session_says_so(start):
+    # The session opens (five requests with NTLM), then every later request is dropped.
+    running, inventory, journal = start("        drop_after_requests: 5\n")
+    result = run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal), "--attempts", "1")
+    output = " ".join(result.stdout.split())
+    assert result.exit_code == 1
+    assert "DB-SRV01: not read: lost the connection to http://127.0.0.1:" in output
+    assert "during the session" in output
+    assert "Check the host's transport and port" not in output

@@ -463,7 +463,7 @@ class Rollout:
             if mirror.host not in in_run:
                 return f"its peer {mirror.host} is not part of this run (--limit), so the pair cannot be verified"
             if mirror.host not in passed_request:
-                return f"{mirror.host} did not take its mirror rule"
+                return f"{mirror.host} did not complete the request stage, so its mirror rule may be missing"
             result = _pair_result(pair_results, host, rule_name, mirror.host, mirror.rule)
             if result is None:
                 return f"the pair with {mirror.host} was not verified"

@@ -136,11 +136,13 @@ def endpoint_of(settings: ConnectionSettings) -> str:
     return f"{settings.transport}://{address}:{settings.port}/wsman"
 
 
-def classify(settings: ConnectionSettings, error: Exception) -> TransportError:
+def classify(settings: ConnectionSettings, error: Exception, established: bool = False) -> TransportError:
     """Turn a pypsrp or requests exception into a TransportError that states what failed and the next step.
 
     Only faults that can pass on their own are marked retryable: refused
     connections, timeouts, transient HTTP statuses and quota faults.
+    ``established`` tells that the session was open, so a connection error
+    means the connection was lost, not that the settings are wrong.
     """
     host = settings.host
     endpoint = endpoint_of(settings)
@@ -167,6 +169,13 @@ def classify(settings: ConnectionSettings, error: Exception) -> TransportError:
             host,
             f"timed out waiting for the WinRM listener at {endpoint} to answer. "
             "The host may be overloaded. If it is only slow, raise operation_timeout_seconds in the inventory.",
+            retryable=True,
+        )
+    if isinstance(error, requests.exceptions.ConnectionError) and established:
+        return TransportError(
+            host,
+            f"lost the connection to {endpoint} during the session: {_innermost_reason(error)}. What the host "
+            "did with the last request is unknown until it is read again; the next apply or verify reads it.",
             retryable=True,
         )
     if isinstance(error, requests.exceptions.ConnectionError):
@@ -437,7 +446,7 @@ class PsrpConnection:
             with _calling_pypsrp_here():
                 output = shell.invoke()
         except Exception as error:  # noqa: BLE001
-            raise classify(self._settings, error) from None
+            raise classify(self._settings, error, established=True) from None
         return [to_plain(item) for item in output], [remote_error(record) for record in shell.streams.error]
 
     def _invoke(self, script: FixedScript, parameters: dict[str, Any]) -> list[Any]:
@@ -449,7 +458,7 @@ class PsrpConnection:
             with _calling_pypsrp_here():
                 output = shell.invoke()
         except Exception as error:  # noqa: BLE001
-            raise classify(self._settings, error) from None
+            raise classify(self._settings, error, established=True) from None
 
         # pypsrp sets had_errors only when the pipeline fails; a
         # non-terminating error shows up only in streams.error, and any

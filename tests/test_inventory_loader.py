@@ -384,3 +384,10 @@ def test_cert_validation_off_warns():
     warnings = [(line, message) for line, severity, message in problems_of(text) if severity == "warning"]
     assert (2, "cert_validation is off in connection: anyone on the network path can pose as the host and read the "
                "session; set ca_bundle instead") in warnings
+
+
+def test_weak_pfs_group_named():
+    text = TWO_HOSTS.replace("    pfs_group: DH14\n", "    pfs_group: DH2\n")
+    line, message = single_error(text)
+    assert line == line_containing(text, "pfs_group: DH2")
+    assert message.startswith("weak algorithm DH2 in pfs_group of crypto profile 'strong':")

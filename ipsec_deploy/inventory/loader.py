@@ -860,7 +860,7 @@ class _InventoryReader:
             quick_mode = self.read_quick_mode(body_map, where, settings)
             pfs = self.choice(body_map, "pfs_group", PFS_GROUPS, where, "None") or "None"
             if pfs in WEAK_ALGORITHMS:
-                self.weak(body_map.line_of("pfs_group"), pfs, where, settings)
+                self.weak(body_map.line_of("pfs_group"), pfs, f"pfs_group of {where}", settings)
             lifetime = self.integer(body_map, "main_mode_lifetime_minutes", where, 1, 2879999)
             profiles[name] = CryptoProfile(name, main_mode, quick_mode, pfs, lifetime, self.loc(line))
         return profiles

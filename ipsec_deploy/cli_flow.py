@@ -346,6 +346,8 @@ def deploy(
         outside = tuple(host for name, host in sorted(the_inventory.hosts.items()) if name not in in_run)
         report = Rollout(executor, the_plan, journal, options.rollout, outside).run(change_set, verify_pairs)
         held_in_request.extend(report.held_in_request)
+        if report.held_in_request:
+            journal.record_held_in_request(report.held_in_request)
         print_rollout(report, stdout)
         return list(report.results.values())
 

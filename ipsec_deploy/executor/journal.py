@@ -67,6 +67,7 @@ class RunSummary:
     result: str
     reverts: str | None
     restores: dict[str, Any] = field(default_factory=dict)
+    held_in_request: list[str] = field(default_factory=list)  # "HOST: rule (reason)"
 
     @property
     def pending_hosts(self) -> list[str]:
@@ -154,6 +155,12 @@ class RunJournal:
             self._metadata["hosts"][host] = {"status": status, "detail": detail, "changes": changes}
             self._save_metadata()
 
+    def record_held_in_request(self, rules: list[str]) -> None:
+        """Record the rules the staged rollout left in Request, each as "HOST: rule (reason)"."""
+        with self._lock:
+            self._metadata["held_in_request"] = list(rules)
+            self._save_metadata()
+
     def record_restore(self, host: str, task: str, deadline: str, state: str) -> None:
         """Record the state of a host's restore task: armed, confirmed or restored."""
         with self._lock:
@@ -202,7 +209,7 @@ def list_runs(root: Path) -> list[RunSummary]:
         except JournalError:
             summaries.append(RunSummary(directory.name, "?", "?", {}, "unreadable", None))
             continue
-        summaries.append(RunSummary(data.get("run_id", directory.name), data.get("kind", "?"), data.get("started", "?"), data.get("hosts", {}), data.get("result", "?"), data.get("reverts"), data.get("restores", {})))
+        summaries.append(RunSummary(data.get("run_id", directory.name), data.get("kind", "?"), data.get("started", "?"), data.get("hosts", {}), data.get("result", "?"), data.get("reverts"), data.get("restores", {}), data.get("held_in_request", [])))
     return summaries
 
 

@@ -259,6 +259,9 @@ def run_change(
             raise typer.Exit(EXIT_INTERRUPTED) from None
         result = overall_result(results)
         journal.finish(result)
+        # Counted from the journal, so stages, failures and --strict restores all count.
+        for host_result in results:
+            host_result.operations = journal.applied_writes(host_result.host)
         print_results(results, stdout, journal.run_id, staged=apply_changes is not None)
         stdout.print(f"Journal: {journal.directory}")
         verified = after_apply(change_set) if after_apply is not None else True

@@ -212,6 +212,19 @@ def test_strict_restores_failing_hosts(start):
     assert "DB-SRV01: restored to its state before the run (--strict)" in result.stdout
     assert [r for r in rules_of(running, "DB-SRV01") if str(r.get("Group")) == "ipsec-deploy"] == []
     assert invariant_violations(running, ADDRESSES) == []
+    # The result table counts the writes of every stage and of the restore,
+    # which the lab counted as they arrived (no write failed, so none was undone).
+    assert writes_in_table(result.stdout)["DB-SRV01"] == running.hosts["DB-SRV01"].write_count > 0
+
+
+def writes_in_table(stdout: str) -> dict[str, int]:
+    """Return the Writes column of the result table by host."""
+    writes = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in ("changed", "failed", "unchanged", "unreachable") and parts[2].isdigit():
+            writes[parts[0]] = int(parts[2])
+    return writes
 
 
 def test_batches_stop_after_too_many_failures(start):

@@ -83,6 +83,7 @@ class RunJournal:
         self.run_id = run_id
         self.directory = root / "runs" / run_id
         self._lock = threading.Lock()
+        self._applied: dict[str, int] = {}  # host -> writes recorded as applied in this run
         self._metadata: dict[str, Any] = {}
 
     @classmethod
@@ -141,6 +142,8 @@ class RunJournal:
                 handle.write(json.dumps(line) + "\n")
             # A Ctrl-C can end the run before this host's result is recorded;
             # the host is changed all the same, and 'runs' must say so.
+            if status == "applied":
+                self._applied[host] = self._applied.get(host, 0) + 1
             hosts = self._metadata["hosts"]
             if status == "applied" and hosts.get(host, {}).get("status") in (None, "unchanged"):
                 hosts[host] = {"status": "changed", "detail": "", "changes": 0}
@@ -154,6 +157,11 @@ class RunJournal:
         with self._lock:
             self._metadata["hosts"][host] = {"status": status, "detail": detail, "changes": changes}
             self._save_metadata()
+
+    def applied_writes(self, host: str) -> int:
+        """Return how many writes this run recorded as applied on the host, whatever happened to them later."""
+        with self._lock:
+            return self._applied.get(host, 0)
 
     def record_held_in_request(self, rules: list[str]) -> None:
         """Record the rules the staged rollout left in Request, each as "HOST: rule (reason)"."""

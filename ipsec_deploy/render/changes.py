@@ -79,8 +79,9 @@ def print_results(results: list[HostResult], console: Console, run_id: str | Non
     console.print(table)
     if staged:
         console.print(
-            "Writes counts every operation sent to a host. The staged rollout also sends Set- writes "
-            "that lower, request and raise the rules, so a host can take more writes than its changes listed above."
+            "Writes counts the writes each host applied in this run, including any that a failure later undid. "
+            "The staged rollout also sends Set- writes that lower, request and raise the rules, so a host can "
+            "take more writes than its changes listed above."
         )
 
 

@@ -100,11 +100,37 @@ def render_host_script(plan: Plan, host_plan: HostPlan) -> str:
         "",
         "$ErrorActionPreference = 'Stop'",
     ]
-    for obj in host_plan.objects:
+    calls = [obj.new_call(plan.policy_store) for obj in host_plan.objects]
+    variables = sorted({name for call in calls for name in _secret_variables(call)})
+    if variables:
+        # An unset variable would create the auth set with an empty key.
+        lines += [
+            "",
+            "# Pre-shared keys come from these environment variables, never from this file.",
+            f"foreach ($name in @({', '.join(quote(name) for name in variables)})) {{",
+            f"{_INDENT}if (-not [Environment]::GetEnvironmentVariable($name)) {{",
+            f"{_INDENT * 2}throw \"Set the environment variable $name to the pre-shared key before running this script.\"",
+            f"{_INDENT}}}",
+            "}",
+        ]
+    for obj, call in zip(host_plan.objects, calls):
         lines.append("")
         lines.append(f"# {obj.kind}: {obj.name}")
-        lines.extend(render_call(obj.new_call(plan.policy_store), _variable_prefix(obj.kind)))
+        lines.extend(render_call(call, _variable_prefix(obj.kind)))
     return "\n".join(lines) + "\n"
+
+
+def _secret_variables(call: CmdletCall) -> list[str]:
+    """Return the environment variables that a call and its proposals read secrets from."""
+    names = []
+    for _, value in call.parameters:
+        values = value if isinstance(value, tuple) else (value,)
+        for item in values:
+            if isinstance(item, SecretFromEnvironment):
+                names.append(item.variable)
+            elif isinstance(item, CmdletCall):
+                names.extend(_secret_variables(item))
+    return names
 
 
 def script_file_name(host_name: str) -> str:

@@ -140,10 +140,11 @@ class RunJournal:
             descriptor = os.open(self.directory / "operations.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
-            # A Ctrl-C can end the run before this host's result is recorded;
-            # the host is changed all the same, and 'runs' must say so.
             if status == "applied":
                 self._applied[host] = self._applied.get(host, 0) + 1
+
+            # A Ctrl-C can end the run before this host's result is recorded.
+            # The host is changed all the same, so 'runs' must list it as changed.
             hosts = self._metadata["hosts"]
             if status == "applied" and hosts.get(host, {}).get("status") in (None, "unchanged"):
                 hosts[host] = {"status": "changed", "detail": "", "changes": 0}

@@ -250,8 +250,7 @@ def plan(
         write_scripts(the_plan, out)
 
     if output_format != PlanFormat.table:
-        for warning in the_plan.warnings:
-            stderr.print(f"{warning.location}: warning: {warning.message}", style="yellow", markup=False)
+        print_plan_warnings(the_plan)
 
 
 def write_scripts(the_plan: Plan, out: Path | None) -> None:
@@ -338,8 +337,7 @@ def apply(
     go on. Objects outside the managed group are never touched.
     """
     the_inventory, the_plan = load_plan(inventory, limit)
-    for warning in the_plan.warnings:
-        stderr.print(f"{warning.location}: warning: {warning.message}", style="yellow", markup=False)
+    print_plan_warnings(the_plan)
     options = DeployOptions(
         dry_run=dry_run,
         yes=yes,
@@ -394,7 +392,8 @@ def revert(
     a second revert changes nothing, and the revert is journaled as a run of
     its own. The inventory supplies the connection settings of the hosts.
     """
-    the_inventory, _ = load_plan(inventory, None)
+    the_inventory, inventory_plan = load_plan(inventory, None)
+    print_plan_warnings(inventory_plan)
     try:
         run_id, metadata, snapshots = load_snapshots(journal_dir, run)
     except JournalError as error:
@@ -451,6 +450,12 @@ def revert(
     deploy(the_inventory, snapshot, "revert", str(inventory), options, probe_ports, reverts=run_id)
 
 
+def print_plan_warnings(the_plan: Plan) -> None:
+    """Print the inventory's and the plan's warnings on standard error, as file:line: warning: message."""
+    for warning in the_plan.warnings:
+        stderr.print(f"{warning.location}: warning: {warning.message}", style="yellow", markup=False)
+
+
 def same_inventory(recorded: str | None, inventory: Path) -> bool:
     """Tell whether a run's recorded inventory path names this inventory file; a run without one counts as the same."""
     if not recorded:
@@ -491,6 +496,7 @@ def verify(
     pair is as planned.
     """
     the_inventory, the_plan = load_plan(inventory, limit)
+    print_plan_warnings(the_plan)
     hosts = [host_plan.host for host_plan in the_plan.hosts]
     with host_access(the_inventory, hosts, lab, lab_state, attempts) as (connector, _):
         executor = Executor(connector, the_plan.policy_store, the_plan.managed_group, forks)

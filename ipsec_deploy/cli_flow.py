@@ -10,7 +10,9 @@ defines the commands.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -254,7 +256,8 @@ def run_change(
             if journal_dir != Path(DEFAULT_JOURNAL_DIR):
                 words += ["--journal-dir", str(journal_dir)]
             words += host_options
-            revert = " ".join(shlex.quote(word) for word in words)
+            # Quoted for the shell the user runs in: cmd.exe and PowerShell take double quotes.
+            revert = subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
             stderr.print(f"Interrupted. Each host is at a completed stage; this restores the hosts: {revert}", style="red", markup=False)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         result = overall_result(results)
@@ -301,10 +304,12 @@ def deploy(
     """Move the plan's hosts to the plan's objects with the staged rollout, then verify; exits with the status."""
     if is_domain_gpo(the_plan.policy_store):
         # Every host would write its own objects into the one shared GPO and delete the others'.
+        fix = ("Use PersistentStore (or localhost) in the inventory." if kind == "apply" else
+               "The run used that store, so restore the GPO with the Group Policy tools instead.")
         stderr.print(
             f"error: policy_store '{the_plan.policy_store}' is a domain GPO, which the hosts share; {kind} writes "
-            "each host's objects separately and would overwrite the other hosts' objects in it. Use "
-            "PersistentStore (or localhost) in the inventory. Nothing was changed.",
+            f"each host's objects separately and would overwrite the other hosts' objects in it. {fix} "
+            "Nothing was changed.",
             style="red", markup=False,
         )
         raise typer.Exit(EXIT_FAILED)

@@ -238,3 +238,18 @@ def test_result_table_explains_extra_writes(lab):
     assert "Operations" not in result.stdout
     message = " ".join(result.stdout.split())
     assert "Set- writes that lower, request and raise the rules" in message
+
+
+def test_verify_and_revert_print_warnings(lab):
+    # A warning about the connection settings matters most to the commands that connect.
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    document["connection"]["cert_validation"] = False
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    verified = run_cli("verify", str(inventory), "--verify-timeout", "1")
+    reverted = run_cli("revert", str(inventory), "--journal-dir", str(journal), "--dry-run")
+
+    for result in (verified, reverted):
+        assert "warning: cert_validation is off in connection" in " ".join(result.stderr.split())

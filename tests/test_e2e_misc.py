@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -158,3 +159,25 @@ def test_apply_refuses_domain_gpo_store(lab_factory, monkeypatch, tmp_path):
     assert "error: policy_store 'CORP\\ipsec-gpo' is a domain GPO, which the hosts share" in message
     assert "Nothing was changed." in message
     assert all(host.write_count == 0 for host in running.hosts.values())
+
+
+def test_revert_refuses_run_into_domain_gpo(lab_factory, monkeypatch, tmp_path):
+    # The store of a revert comes from the run's journal, not from the inventory.
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    running, inventory = lab_factory(EXAMPLE_LAB)
+    inventory = with_password_env(inventory)
+    journal = tmp_path / "j"
+    assert run_cli("apply", str(inventory), "--yes", "--journal-dir", str(journal), "--verify-timeout", "0").exit_code == 0
+    path = next((journal / "runs").glob("*/run.json"))
+    run = json.loads(path.read_text(encoding="utf-8"))
+    run["policy_store"] = "CORP\\ipsec-gpo"
+    path.write_text(json.dumps(run), encoding="utf-8")
+    writes = {name: host.write_count for name, host in running.hosts.items()}
+
+    result = run_cli("revert", str(inventory), "--yes", "--journal-dir", str(journal))
+
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "policy_store 'CORP\\ipsec-gpo' is a domain GPO" in message
+    assert "restore the GPO with the Group Policy tools instead" in message
+    assert {name: host.write_count for name, host in running.hosts.items()} == writes

@@ -391,3 +391,11 @@ def test_weak_pfs_group_named():
     line, message = single_error(text)
     assert line == line_containing(text, "pfs_group: DH2")
     assert message.startswith("weak algorithm DH2 in pfs_group of crypto profile 'strong':")
+
+
+def test_unusable_ca_bundle_path_is_an_error():
+    text = "connection:\n  ca_bundle: '~nosuchuser-ipsec-deploy/ca.pem'\n" + TWO_HOSTS
+    line, message = single_error(text)
+    assert line == 2
+    assert message.startswith("ca_bundle '~nosuchuser-ipsec-deploy/ca.pem' of connection cannot be used: ")
+    assert message.endswith("; give the path of a PEM file")

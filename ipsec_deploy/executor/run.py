@@ -234,7 +234,8 @@ class Executor:
         except (TransportError, RemoteCommandFailed) as error:
             # The script may have run partly before the session broke, so the
             # host's state is unknown; the snapshot in the journal allows a revert.
-            detail = f"{str(error).removeprefix(name + ': ')}; the host may be partly changed: run 'ipsec-deploy revert --run {journal.run_id}'"
+            reason = str(error).removeprefix(name + ": ").rstrip(".")
+            detail = f"{reason}. The host may be partly changed; 'ipsec-deploy revert' with --run {journal.run_id} restores it"
             self.events.host_status(name, "failed")
             return HostResult(name, "failed", len(operations), 0, detail)
 

@@ -520,10 +520,16 @@ class _InventoryReader:
         value = self.string(section, key, where)
         if value is None:
             return None
-        path = Path(value).expanduser()
-        if not path.is_absolute() and self.file != "<inventory>":
-            path = Path(self.file).resolve().parent / path
-        if not path.is_file():
+        try:
+            path = Path(value).expanduser()
+            if not path.is_absolute() and self.file != "<inventory>":
+                path = Path(self.file).resolve().parent / path
+            is_file = path.is_file()
+        except (RuntimeError, OSError) as error:
+            # An unknown ~user, a name too long or a folder this user cannot read.
+            self.error(section.line_of(key), f"{key} '{value}' of {where} cannot be used: {error}; give the path of a PEM file")
+            return None
+        if not is_file:
             # A warning, not an error: a plan can be made on a machine without the files.
             self.warning(section.line_of(key), f"{key} '{value}' of {where} is not a file ({path}); apply and verify "
                                                "cannot connect until it exists. Relative paths are read from the inventory's folder")

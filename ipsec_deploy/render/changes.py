@@ -77,12 +77,11 @@ def print_results(results: list[HostResult], console: Console, run_id: str | Non
         colour = colours.get(result.status, "default")
         table.add_row(result.host, f"[{colour}]{result.status}[/{colour}]", str(result.operations), escape(result.detail))
     console.print(table)
+    note = "Writes counts the writes each host applied in this run, including any that a failure later undid."
     if staged:
-        console.print(
-            "Writes counts the writes each host applied in this run, including any that a failure later undid. "
-            "The staged rollout also sends Set- writes that lower, request and raise the rules, so a host can "
-            "take more writes than its changes listed above."
-        )
+        note += (" The staged rollout also sends Set- writes that lower, request and raise the rules, so a host can "
+                 "take more writes than its changes listed above.")
+    console.print(note)
 
 
 def print_rollout(report: RolloutReport, console: Console) -> None:

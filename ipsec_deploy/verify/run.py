@@ -168,10 +168,11 @@ class Verifier:
                 )
         if not missing and not different:
             return "", ""
-        reason = "; ".join(missing + different) + (
-            " (removed or changed since the last run, a change to it failed, or a staged apply left it in Request; run apply)"
-        )
-        return (RULE_MISSING if missing else RULE_DIFFERS), reason
+        if missing:
+            cause = "removed since the last apply, or a change to it failed; apply creates it as planned"
+        else:
+            cause = "changed since the last apply, a change to it failed, or a staged apply left it in Request; apply sets it as planned"
+        return (RULE_MISSING if missing else RULE_DIFFERS), "; ".join(missing + different) + f" ({cause})"
 
     def _check_exemptions(self, plan: Plan, states: dict[str, HostState]) -> list[str]:
         """List the planned exemptions that a host lacks or has in another form."""

@@ -9,14 +9,12 @@ defines the commands.
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +22,9 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm
 
-from .executor.confirm import RUNNING_STATE, RestoreStatus, disarm_restore
-from .executor.journal import DEFAULT_JOURNAL_DIR, RunJournal, list_runs, mark_restore
+from .executor.confirm import RestoreStatus, disarm_restore
+from .executor.journal import DEFAULT_JOURNAL_DIR, RunJournal, mark_restore
+from .executor.restore_records import record_finished_restores
 from .executor.rollout import Rollout, RolloutOptions
 from .executor.run import ChangeSet, Executor, overall_result
 from .executor.state import HostState
@@ -47,7 +46,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as shells report a process ended by SIGINT
 
 # No emoji codes: "file.yaml:100:" must not print as an emoji.
-log = logging.getLogger("ipsec_deploy.cli")
 stdout = Console(highlight=False, emoji=False)
 stderr = Console(stderr=True, highlight=False, emoji=False)
 
@@ -68,44 +66,6 @@ def find_leftover_restores(change_set: ChangeSet) -> dict[str, list[RestoreStatu
     change, and removed once the admin confirms.
     """
     return {name: change.leftover_restores for name, change in sorted(change_set.changes.items()) if change.leftover_restores}
-
-
-def record_finished_restores(change_set: ChangeSet, journal_dir: Path, now: datetime | None = None) -> None:
-    """Update restores that the journal still calls armed but that are no longer pending on their host.
-
-    A restore task that fired, or one that a run interrupted while confirming
-    removed without recording it, would otherwise show in 'runs' as a
-    pending confirmation forever. A restore's own result on the host proves
-    what happened. A missing task proves nothing before the run's deadline,
-    because the same host name may now reach another machine (another lab,
-    say) or another operator's run may be arming it right now.
-    """
-    now = now or datetime.now(timezone.utc)
-    for summary in list_runs(journal_dir):
-        for host in summary.pending_hosts:
-            change = change_set.changes.get(host)
-            if change is None or change.restores is None:
-                continue
-            found = next((restore for restore in change.restores if restore.run_id == summary.run_id), None)
-            if found is not None and (found.pending or found.state == RUNNING_STATE):
-                continue
-            if found is None and not _deadline_passed(summary.restores[host], now):
-                continue
-            # Restored, Failed or Orphaned come from the host; no trace after the deadline means it was removed.
-            state = found.state.lower() if found is not None else "gone"
-            try:
-                mark_restore(journal_dir, summary.run_id, host, state)
-            except OSError as error:
-                stderr.print(f"warning: cannot update the journal of run {summary.run_id}: {error}", style="yellow", markup=False)
-                continue
-            log.info("%s: the restore of run %s is %s", host, summary.run_id, state)
-
-
-def _deadline_passed(restore: dict, now: datetime) -> bool:
-    try:
-        return datetime.fromisoformat(restore["deadline"]) < now
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 def remove_leftover_restores(change_set: ChangeSet, leftovers: dict[str, list[RestoreStatus]], journal_dir: Path) -> None:
@@ -209,7 +169,9 @@ def run_change(
             executor.events = events
             change_set = executor.prepare(targets)
         leftovers = find_leftover_restores(change_set)
-        record_finished_restores(change_set, journal_dir)
+        restores_by_host = {name: change.restores for name, change in change_set.changes.items()}
+        for warning in record_finished_restores(restores_by_host, journal_dir):
+            stderr.print(f"warning: {warning}", style="yellow", markup=False)
         print_change_set(change_set, stdout)
         for name, restores in sorted(leftovers.items()):
             for restore in restores:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ipsec_deploy import cli_flow
+from ipsec_deploy.executor import restore_records
 from ipsec_deploy.executor.rollout import Rollout
 from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, managed_names, query_host, run_cli, with_password_env
 
@@ -170,7 +170,7 @@ def test_unwritable_journal_only_warns(lab, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(cli_flow, "mark_restore", read_only)
+    monkeypatch.setattr(restore_records, "mark_restore", read_only)
     result = run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal))
 
     assert result.exit_code == 0, result.stdout + result.stderr

@@ -13,7 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from ..executor.diff import Operation
+from ..executor.diff import Operation, comparable
 from ..executor.journal import RunSummary
 from ..executor.rollout import RolloutReport
 from ..executor.run import ChangeSet, HostResult
@@ -26,10 +26,12 @@ def changed_fields(operation: Operation) -> list[str]:
     if operation.before is None or operation.after is None:
         return []
     lines = []
+    # Values Windows fills in by default (a main mode lifetime) are not changes.
+    before = comparable(operation.before, operation.after)
     for field in fields(operation.after):
         if field.name == "mirrors" or not field.compare:
             continue
-        old = getattr(operation.before, field.name)
+        old = getattr(before, field.name)
         new = getattr(operation.after, field.name)
         if old != new:
             lines.append(f"{field.name}: {_show(old)} -> {_show(new)}")
@@ -58,7 +60,8 @@ def print_change_set(change_set: ChangeSet, console: Console) -> None:
                 symbol, colour = _SYMBOLS[operation.action]
                 console.print(f"  [{colour}]{symbol} {operation.action} {operation.kind} {operation.name}[/{colour}]")
                 for line in changed_fields(operation):
-                    console.print(f"      {line}", highlight=False)
+                    # Proposals print in square brackets, which rich would take for markup.
+                    console.print(f"      {line}", highlight=False, markup=False)
         for warning in change.warnings:
             console.print(f"  [yellow]warning: {escape(warning)}[/yellow]")
 

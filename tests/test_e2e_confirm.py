@@ -156,6 +156,8 @@ def test_next_run_records_fired_restore(lab, monkeypatch):
     assert run_cli("apply", str(inventory), "--dry-run", "--journal-dir", str(journal)).exit_code == 0
 
     assert {restore["state"] for restore in json.loads(path.read_text())["restores"].values()} == {"restored"}
+    table = " ".join(run_cli("runs", "--journal-dir", str(journal)).stdout.split())
+    assert f"restored itself to before the run: {', '.join(HOSTS_SORTED)}" in table
 
 
 def test_unwritable_journal_only_warns(lab, monkeypatch):

@@ -151,6 +151,9 @@ def print_runs(runs: list[RunSummary], console: Console) -> None:
         details.extend(f"{status}: {', '.join(names)}" for status, names in by_status.items())
         if run.pending_hosts:
             details.append(f"confirmation pending on {', '.join(run.pending_hosts)}")
+        restored = sorted(host for host, restore in run.restores.items() if restore.get("state") == "restored")
+        if restored:
+            details.append(f"restored itself to before the run: {', '.join(restored)}")
         details.extend(f"left in Request: {rule}" for rule in run.held_in_request)
         for detail in details:
             console.print(Padding(Text(detail, overflow="fold"), (0, 0, 0, 4), expand=False))

@@ -297,3 +297,16 @@ def test_policy_without_hosts_warns():
     text = TWO_HOSTS + "  - name: nowhere\n    endpoint1: [192.168.9.0/24]\n    endpoint2: [192.168.8.0/24]\n    auth: kerberos\n    crypto: strong\n"
     warnings = [m for _, severity, m in problems_of(text) if severity == "warning"]
     assert any("policy 'nowhere' matches no managed host" in m for m in warnings)
+
+
+def test_overlapping_main_mode_rules_conflict():
+    # A host pair inside a subnet policy, with another crypto profile: both
+    # main mode rules match the pair's main mode.
+    text = TWO_HOSTS.replace("  domain-controllers: [10.0.0.10, 10.0.0.11]\n", "  domain-controllers: [10.0.0.10, 10.0.0.11]\n  vlan: [10.0.1.0/24]\n")
+    text = text.replace("    pfs_group: DH14\n", "    pfs_group: DH14\n  other:\n    main_mode: [{encryption: AES256, hash: SHA384, key_exchange: DH14}]\n"
+                        "    quick_mode: [{encapsulation: ESP, encryption: AES256, integrity: SHA256}]\n")
+    text += "  - name: vlan-wide\n    endpoint1: [vlan]\n    endpoint2: [vlan]\n    auth: kerberos\n    crypto: other\n"
+
+    messages = [message for _, message in errors_of(text)]
+
+    assert any("main mode rules" in m and "cover overlapping addresses with different crypto or auth" in m for m in messages), messages

@@ -254,14 +254,17 @@ class _PlanChecker:
 
             main_mode_rules = [obj for obj in host_plan.objects if isinstance(obj, MainModeRule)]
             for first, second in combinations(main_mode_rules, 2):
-                same_addresses = (first.local_address, first.remote_address) == (second.local_address, second.remote_address)
+                # Overlap, not only equality: a /24 rule and a host rule inside
+                # it both match the host's main mode, and which wins is not documented.
+                overlapping = (addresses_overlap(first.local_address, second.local_address)
+                               and addresses_overlap(first.remote_address, second.remote_address))
                 same_binding = (first.main_mode_crypto_set, first.phase1_auth_set) == (second.main_mode_crypto_set, second.phase1_auth_set)
-                if same_addresses and not same_binding:
+                if overlapping and not same_binding:
                     self.problems.error(
                         Location(self.inventory.path, host.location.line if host.location else 1),
-                        f"conflict on host '{host.name}': main mode rules '{first.name}' and '{second.name}' cover the same addresses "
-                        "with different crypto or auth; main mode has no ports or protocol, so policies between the same "
-                        "addresses must share their auth and crypto profiles",
+                        f"conflict on host '{host.name}': main mode rules '{first.name}' and '{second.name}' cover overlapping "
+                        "addresses with different crypto or auth; main mode has no ports or protocol, so policies between "
+                        "overlapping addresses must share their auth and crypto profiles",
                     )
 
     @staticmethod

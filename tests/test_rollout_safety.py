@@ -366,3 +366,5 @@ def test_invariant_with_limit(start):
     assert "Traceback" not in result.stdout + result.stderr
     assert "REPORT-SRV01 may still require IPsec with its old rules" in result.stdout
     assert invariant_violations(running, ADDRESSES) == []
+    # The rule kept for REPORT-SRV01 is left exactly as it was, not lowered to Request.
+    assert security_of(running, "APP-SRV01", "ipsec-deploy-rule-server-vlan") == ("Require", "Require")

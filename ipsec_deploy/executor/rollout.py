@@ -113,9 +113,12 @@ def affected_rules(current: Objects, desired: tuple[PlannedObject, ...]) -> set[
     return affected
 
 
-def stage_lower(current: Objects, desired: tuple[PlannedObject, ...]) -> Objects:
-    """Return one host's objects with every Require rule that will change or go lowered to Request."""
-    affected = affected_rules(current, desired)
+def stage_lower(current: Objects, desired: tuple[PlannedObject, ...], keep: set[str] = frozenset()) -> Objects:
+    """Return one host's objects with every Require rule that will change or go lowered to Request.
+
+    Rules named in ``keep`` stay as they are: the run will not change them.
+    """
+    affected = affected_rules(current, desired) - set(keep)
     stage = dict(current)
     for key, obj in current.items():
         if isinstance(obj, IPsecRule) and _needs_staging(obj) and obj.name in affected:
@@ -310,7 +313,11 @@ class Rollout:
         # Stage 1a: lower every Require rule that will change or go, on every
         # host, before any host changes what its rules cover.
         active = {name for name, c in changes.items() if c.reachable and c.operations and name not in self.not_armed}
-        lower_stage = {name: stage_lower(expected[name], changes[name].desired) for name in active}
+        # A rule that covers a host outside --limit stays unchanged in the
+        # request stage, so lowering it would only weaken it for nothing.
+        outside = {host.name for host in self.outside_hosts}
+        lower_stage = {name: stage_lower(expected[name], changes[name].desired, self._rules_covering(expected[name], outside))
+                       for name in active}
         passed_lower = {name for name, c in changes.items() if c.reachable and not c.operations}
         passed_lower |= self._apply_stage("lower", changes, expected, lower_stage, report, batched=True)
         blocked = self._blocked_hosts(changes, passed_lower)

@@ -79,6 +79,18 @@ def test_other_cipher_is_different(probes):
     assert "AES128" in result.reason
 
 
+def test_old_sa_beside_planned_one_is_encrypted(probes):
+    # After a crypto change the old SAs live on until they expire, next to the new ones.
+    probe = probes[("app-db", "APP-SRV01", "DB-SRV01")]
+    old_and_new = parse_sas([
+        main_mode_record("10.0.1.10", "10.0.1.20", cipher="65001"), quick_mode_record("10.0.1.10", "10.0.1.20", cipher="65001"),
+        main_mode_record("10.0.1.10", "10.0.1.20"), quick_mode_record("10.0.1.10", "10.0.1.20"),
+    ])
+    result = classify(probe, old_and_new, sas_for("10.0.1.20", "10.0.1.10"), True)
+    assert result.status == ENCRYPTED
+    assert "AES256/SHA256/DH14" in result.negotiated
+
+
 def test_certificate_where_kerberos_planned_is_different(probes):
     probe = probes[("app-db", "APP-SRV01", "DB-SRV01")]
     result = classify(probe, sas_for("10.0.1.10", "10.0.1.20", auth="1"), sas_for("10.0.1.20", "10.0.1.10", auth="1"), True)

@@ -130,17 +130,22 @@ class PairResult:
 _PROTOCOL_NUMBERS = {"TCP": 6, "ICMPv4": 1, "ICMPv6": 58}
 
 
+def _main_modes(sas: HostSAs, local: str, remote: str) -> list[MainModeSA]:
+    return [sa for sa in sas.main_mode if sa.local == local and sa.remote == remote]
+
+
+def _quick_modes(sas: HostSAs, local: str, remote: str, probe: PairProbe) -> list[QuickModeSA]:
+    # A transport-mode SA for a rule with protocol Any carries protocol 0.
+    wanted = _PROTOCOL_NUMBERS.get(probe.protocol, 0)
+    return [sa for sa in sas.quick_mode if sa.local == local and sa.remote == remote and sa.protocol in (0, wanted)]
+
+
 def _main_mode(sas: HostSAs, local: str, remote: str) -> MainModeSA | None:
-    return next((sa for sa in sas.main_mode if sa.local == local and sa.remote == remote), None)
+    return next(iter(_main_modes(sas, local, remote)), None)
 
 
 def _quick_mode(sas: HostSAs, local: str, remote: str, probe: PairProbe) -> QuickModeSA | None:
-    # A transport-mode SA for a rule with protocol Any carries protocol 0.
-    wanted = _PROTOCOL_NUMBERS.get(probe.protocol, 0)
-    for sa in sas.quick_mode:
-        if sa.local == local and sa.remote == remote and sa.protocol in (0, wanted):
-            return sa
-    return None
+    return next(iter(_quick_modes(sas, local, remote, probe)), None)
 
 
 def describe(main_mode: MainModeSA, quick_mode: QuickModeSA) -> str:
@@ -198,10 +203,14 @@ def classify(probe: PairProbe, initiator: HostSAs, responder: HostSAs, probe_suc
     b_has = main_b is not None and quick_b is not None
     if a_has and b_has:
         assert main_a and quick_a
+        # During a rekey, or after a crypto change, old and new SAs coexist
+        # until the old ones expire: one pair of SAs as planned is enough.
+        for main in _main_modes(initiator, local, remote):
+            for quick in _quick_modes(initiator, local, remote, probe):
+                if not compare_to_plan(probe, main, quick):
+                    return PairResult(probe, ENCRYPTED, "SAs on both hosts match the plan", describe(main, quick))
         differences = compare_to_plan(probe, main_a, quick_a)
-        if differences:
-            return PairResult(probe, DIFFERENT, "; ".join(differences), describe(main_a, quick_a))
-        return PairResult(probe, ENCRYPTED, "SAs on both hosts match the plan", describe(main_a, quick_a))
+        return PairResult(probe, DIFFERENT, "; ".join(differences), describe(main_a, quick_a))
     if a_has or b_has:
         side = probe.initiator if a_has else probe.responder
         return PairResult(probe, ONE_SIDED, f"only {side} has SAs for this pair")

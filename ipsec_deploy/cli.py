@@ -406,6 +406,8 @@ def revert(
             )
         raise typer.Exit(EXIT_FAILED) from None
     stdout.print(describe_reverted_run(run_id, metadata), markup=False)
+    for later in later_changes(journal_dir, run_id, set(snapshots)):
+        stderr.print(f"warning: {later}", style="yellow", markup=False)
     if run is None and not same_inventory(metadata.get("inventory"), inventory):
         # The latest apply changed hosts through another inventory; reverting
         # it by default would undo changes the admin did not name.
@@ -448,6 +450,19 @@ def revert(
     # inventory's probe ports still apply where the policy still exists.
     probe_ports = {p.name: p.probe_port for p in the_inventory.policies if p.probe_port}
     deploy(the_inventory, snapshot, "revert", str(inventory), options, probe_ports, reverts=run_id)
+
+
+def later_changes(journal_dir: Path, run_id: str, hosts: set[str]) -> list[str]:
+    """Describe the later runs that changed any of ``hosts``: reverting an older run undoes their changes too."""
+    described = []
+    for summary in list_runs(journal_dir):
+        if summary.run_id <= run_id or summary.kind not in ("apply", "revert"):
+            continue
+        changed = sorted(host for host, info in summary.hosts.items() if host in hosts and info.get("status") == "changed")
+        if changed:
+            described.append(f"run {summary.run_id} ({summary.kind}) changed {', '.join(changed)} after this run; "
+                             "the revert puts those hosts back to before this run, so it undoes that change too")
+    return described
 
 
 def print_plan_warnings(the_plan: Plan) -> None:

@@ -253,3 +253,23 @@ def test_verify_and_revert_print_warnings(lab):
 
     for result in (verified, reverted):
         assert "warning: cert_validation is off in connection" in " ".join(result.stderr.split())
+
+
+def test_revert_of_older_run_warns_about_later_runs(lab):
+    inventory, journal = lab
+    assert apply(inventory, journal).exit_code == 0
+    first = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[0]["run_id"]
+    document = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    for policy in document["policies"]:
+        if policy["name"] == "reports-sql":
+            policy["endpoint2_ports"] = [1433, 1434]
+    inventory.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    assert apply(inventory, journal).exit_code == 0
+    second = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)[-1]["run_id"]
+
+    result = run_cli("revert", str(inventory), "--journal-dir", str(journal), "--run", first, "--dry-run")
+
+    assert result.exit_code == 0, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"warning: run {second} (apply) changed DB-SRV01, REPORT-SRV01 after this run" in message
+    assert "so it undoes that change too" in message

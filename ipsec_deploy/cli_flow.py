@@ -315,7 +315,8 @@ def deploy(
         in_run = {host_plan.host.name for host_plan in the_plan.hosts}
         outside = tuple(host for name, host in sorted(the_inventory.hosts.items()) if name not in in_run)
         report = Rollout(executor, the_plan, journal, options.rollout, outside).run(change_set, verify_pairs)
-        held_in_request.extend(report.held_in_request)
+        # Rules kept unchanged are changes the plan wants and the run did not make, so they fail the run too.
+        held_in_request.extend(report.held_in_request + report.kept_unchanged)
         if report.held_in_request:
             journal.record_held_in_request(report.held_in_request)
         print_rollout(report, stdout)

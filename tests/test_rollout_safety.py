@@ -365,6 +365,9 @@ def test_invariant_with_limit(start):
     result = apply(inventory, journal, "--limit", "APP-SRV01")
     assert "Traceback" not in result.stdout + result.stderr
     assert "REPORT-SRV01 may still require IPsec with its old rules" in result.stdout
+    assert "were not changed, at their old security" in result.stdout
+    assert "stayed in Request" not in result.stdout
+    assert result.exit_code == 1
     assert invariant_violations(running, ADDRESSES) == []
     # The rule kept for REPORT-SRV01 is left exactly as it was, not lowered to Request.
     assert security_of(running, "APP-SRV01", "ipsec-deploy-rule-server-vlan") == ("Require", "Require")

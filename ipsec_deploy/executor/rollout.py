@@ -68,6 +68,7 @@ class RolloutReport:
     results: dict[str, HostResult] = field(default_factory=dict)
     pair_results: list[PairResult] = field(default_factory=list)
     held_in_request: list[str] = field(default_factory=list)  # "HOST: rule (reason)"
+    kept_unchanged: list[str] = field(default_factory=list)  # changes not made, at the rule's old security
     restored_hosts: list[str] = field(default_factory=list)
     skipped_hosts: list[str] = field(default_factory=list)  # not started: too many failures
     kept_for_peers: list[str] = field(default_factory=list)  # removals deferred because a peer failed
@@ -331,11 +332,13 @@ class Rollout:
                 continue
             frozen = self._rules_covering(expected[name], blocked)
             for rule_name in sorted(frozen):
-                if (IPsecRule.kind, rule_name) not in desired[name] or desired[name][(IPsecRule.kind, rule_name)] != expected[name][(IPsecRule.kind, rule_name)]:
-                    report.held_in_request.append(
-                        f"{name}: {rule_name} (kept unchanged: {', '.join(sorted(blocked))} may still require IPsec "
-                        "with its old rules: unreachable, failed to lower them, or outside --limit)"
-                    )
+                key = (IPsecRule.kind, rule_name)
+                if key not in desired[name] or desired[name][key] != expected[name][key]:
+                    line = (f"{name}: {rule_name} (kept unchanged: {', '.join(sorted(blocked))} may still require IPsec "
+                            "with its old rules: unreachable, failed to lower them, or not part of this run)")
+                    # The lower stage skips rules towards hosts outside the run, so only some of these are in Request.
+                    held = expected[name][key] == _lowered(expected[name][key])
+                    (report.held_in_request if held else report.kept_unchanged).append(line)
             request_stage[name], lowered[name] = stage_request(expected[name], change.desired, frozen)
         passed_request = {name for name, c in changes.items() if c.reachable and not c.operations}
         passed_request |= self._apply_stage("request", changes, expected, request_stage, report, batched=True)

@@ -89,6 +89,10 @@ def print_results(results: list[HostResult], console: Console, run_id: str | Non
 
 def print_rollout(report: RolloutReport, console: Console) -> None:
     """Say which rules stayed in Request, which hosts were restored or skipped, and which removals wait."""
+    if report.kept_unchanged:
+        console.print(f"[yellow]{len(report.kept_unchanged)} rule(s) were not changed, at their old security, because a peer they cover may still hold its old rules:[/yellow]")
+        for line in report.kept_unchanged:
+            console.print(f"  [yellow]{escape(line)}[/yellow]", highlight=False)
     if report.held_in_request:
         console.print(f"[yellow]{len(report.held_in_request)} rule(s) stayed in Request because a pair did not verify (traffic may be clear, but nothing is dropped):[/yellow]")
         for line in report.held_in_request:

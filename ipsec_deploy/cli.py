@@ -181,8 +181,9 @@ def select_hosts(inventory: Inventory, limit: str | None) -> set[str]:
             continue
         matches = {name for name in inventory.hosts if fnmatch.fnmatchcase(name.lower(), term.lower())}
         if not matches:
+            groups = f"; groups are: {', '.join(sorted(inventory.groups))}" if inventory.groups else ""
             raise UsageError(
-                f"--limit: no host or group matches '{term}'; hosts are: {', '.join(sorted(inventory.hosts))}"
+                f"--limit: no host or group matches '{term}'; hosts are: {', '.join(sorted(inventory.hosts))}{groups}"
             )
         selected.update(matches)
     return selected

@@ -63,6 +63,8 @@ def test_plan_limit_without_match_is_usage_error():
     result = run_cli("plan", str(EXAMPLE), "--limit", "WEB-*")
     assert result.returncode == 2
     assert "no host or group matches 'WEB-*'" in result.stderr
+    # The example inventory has the group sql-clients, which --limit also accepts.
+    assert "groups are: sql-clients" in " ".join(result.stderr.replace("│", " ").split())
     assert "Traceback" not in result.stderr
 
 

@@ -260,8 +260,12 @@ class _PlanChecker:
                                and addresses_overlap(first.remote_address, second.remote_address))
                 same_binding = (first.main_mode_crypto_set, first.phase1_auth_set) == (second.main_mode_crypto_set, second.phase1_auth_set)
                 if overlapping and not same_binding:
+                    # Reported at the policy of the second rule, which the admin edits to fix it.
+                    rule = next((r for r in rules if r.name == second.name.replace("-mmrule-", "-rule-", 1)), None)
+                    policy = self.policies.get(rule.policy) if rule is not None else None
+                    location = self.policy_location(policy, host) if policy is not None else host.location
                     self.problems.error(
-                        Location(self.inventory.path, host.location.line if host.location else 1),
+                        location or Location(self.inventory.path, 1),
                         f"conflict on host '{host.name}': main mode rules '{first.name}' and '{second.name}' cover overlapping "
                         "addresses with different crypto or auth; main mode has no ports or protocol, so policies between "
                         "overlapping addresses must share their auth and crypto profiles",

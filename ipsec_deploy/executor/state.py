@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..inventory.model import NETBIOS_NAME, AuthMethod, Host, MainModeProposal, QuickModeProposal, netbios_name
+from ..inventory.model import NETBIOS_NAME, AuthMethod, Host, MainModeProposal, QuickModeProposal
 from ..objects import (
     ANY_ADDRESS,
     IPsecRule,
@@ -244,11 +244,9 @@ def parse_host_state(records: list[Any]) -> HostState:
 
 def wrong_host_reason(host: Host, reported: str) -> str | None:
     """Return why the session reached another computer than the inventory means, or None when it is the right one."""
-    if host.computer_name is None and _is_ip_literal(host.name):
-        # An address says nothing about the computer's name; the loader warns about it.
-        return None
-    expected = netbios_name(host.computer_name or host.name)
-    if reported.upper() == expected:
+    expected = host.expected_computer_name
+    if expected is None or reported.upper() == expected:
+        # A host keyed by an IP address is not checked, and the loader warns about it.
         return None
 
     # Two entries with swapped ports, or a stale DNS record, would otherwise put one host's rules on another.
@@ -260,11 +258,3 @@ def wrong_host_reason(host: Host, reported: str) -> str | None:
     if NETBIOS_NAME.fullmatch(reported):
         reason += f", or, if the entry is meant to reach that computer, set 'computer_name: {reported}' on host '{host.name}'"
     return reason
-
-
-def _is_ip_literal(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

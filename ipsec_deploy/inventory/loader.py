@@ -655,9 +655,6 @@ class _InventoryReader:
                            f"invalid computer_name '{computer_name}' in {where}: give the Windows computer name "
                            "(1 to 15 letters, digits, hyphens or underscores, not only digits, as $env:COMPUTERNAME shows it)")
                 computer_name = None
-            if computer_name is None and _is_ip_address(name):
-                self.warning(line, f"host '{name}' is named by an IP address, so ipsec-deploy cannot check that its "
-                                   "session reaches the right computer; set computer_name to its Windows computer name")
             domain = self.string(body_map, "domain", where, None)
             forest = self.string(body_map, "forest", where, None) or domain
             if forest is not None and forest not in forests:
@@ -669,6 +666,9 @@ class _InventoryReader:
                 connection = self.read_connection(body_map["connection"], body_map.line_of("connection"), f"connection of {where}", default_connection)
             overrides = self.read_overrides(body_map, where)
             hosts[name] = Host(name, address or name, tuple(ips), domain, forest, connection, overrides, self.loc(line), computer_name)
+            if hosts[name].expected_computer_name is None:
+                self.warning(line, f"host '{name}' is named by an IP address, so ipsec-deploy cannot check that its "
+                                   "session reaches the right computer; set computer_name to its Windows computer name")
 
         self.check_duplicate_ips(hosts)
         self.check_duplicate_endpoints(hosts)
@@ -1135,14 +1135,6 @@ class _EndpointResolver:
             )
             return None
         return Endpoint(tuple(references), tuple(dict.fromkeys(addresses)), frozenset(hosts), tuple(networks), is_any)
-
-
-def _is_ip_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _endpoint_address(address: str) -> str:

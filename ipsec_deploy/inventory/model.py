@@ -98,6 +98,18 @@ class Host:
     location: Location | None = None
     computer_name: str | None = None  # the Windows computer name, when it differs from the host name
 
+    @property
+    def expected_computer_name(self) -> str | None:
+        """Return the NetBIOS name the host must report, or None for a host keyed by an IP address without computer_name."""
+        if self.computer_name is not None:
+            return netbios_name(self.computer_name)
+        try:
+            ipaddress.ip_address(self.name)
+        except ValueError:
+            return netbios_name(self.name)
+        # An address gives no computer name to compare with.
+        return None
+
     def override_for(self, policy: str) -> PolicyOverride | None:
         for override in self.policy_overrides:
             if override.policy == policy:

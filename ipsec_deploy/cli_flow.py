@@ -276,7 +276,8 @@ def deploy(
         )
         raise typer.Exit(EXIT_FAILED)
     targets = [(host_plan.host, host_plan.objects) for host_plan in the_plan.hosts]
-    held_in_request: list[str] = []
+    # Rules the rollout left in Request or did not change: the plan is not met for them.
+    rules_not_as_planned: list[str] = []
 
     def sessions_of(change_set: ChangeSet) -> dict:
         return {name: c.connection for name, c in change_set.changes.items() if c.connection is not None}
@@ -292,7 +293,7 @@ def deploy(
             print_report(report, stdout, "Nothing to verify: after this run the hosts hold no rules of the managed group.")
         # A rule left in Request is not at the planned security, whatever
         # its SAs show.
-        return report.passed and not held_in_request
+        return report.passed and not rules_not_as_planned
 
     def staged_rollout(change_set: ChangeSet, journal: RunJournal) -> list:
         verifier = Verifier(
@@ -315,8 +316,7 @@ def deploy(
         in_run = {host_plan.host.name for host_plan in the_plan.hosts}
         outside = tuple(host for name, host in sorted(the_inventory.hosts.items()) if name not in in_run)
         report = Rollout(executor, the_plan, journal, options.rollout, outside).run(change_set, verify_pairs)
-        # Rules kept unchanged are changes the plan wants and the run did not make, so they fail the run too.
-        held_in_request.extend(report.held_in_request + report.kept_unchanged)
+        rules_not_as_planned.extend(report.held_in_request + report.kept_unchanged)
         if report.held_in_request:
             journal.record_held_in_request(report.held_in_request)
         print_rollout(report, stdout)

@@ -58,3 +58,28 @@ def errors_of(text: str) -> list[tuple[int, str]]:
 
 def plan_of(text: str):
     return build_plan(parse_inventory(text, "inv.yaml"))
+
+
+def lab_inventory(hosts: list[tuple[str, str]], endpoint1: str, endpoint2: str, policy: str = "app-db") -> str:
+    """Return an inventory of lab hosts that one Kerberos policy with the 'strong' crypto profile joins.
+
+    ``hosts`` are (name, data-plane address) pairs, on 127.0.0.1 from port
+    15985 up; the lab_factory fixture replaces the ports with free ones.
+    ``endpoint1`` and ``endpoint2`` are YAML lists, such as "[APP-SRV01]".
+    """
+    host_lines = "".join(
+        f"  {name}: {{address: 127.0.0.1, connection: {{port: {15985 + index}}}, ip: [{address}], domain: corp.example}}\n"
+        for index, (name, address) in enumerate(hosts)
+    )
+    return (
+        "connection:\n  transport: http\n  auth: negotiate\n  username: CORP\\ipsec-admin\n"
+        "forests:\n  corp.example: {}\n"
+        f"hosts:\n{host_lines}"
+        "auth:\n  kerberos: {phase1: [kerberos]}\n"
+        "crypto:\n  strong:\n"
+        "    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]\n"
+        "    quick_mode: [{encryption: AES256, integrity: SHA256}]\n"
+        f"policies:\n  - name: {policy}\n    endpoint1: {endpoint1}\n    endpoint2: {endpoint2}\n"
+        "    auth: kerberos\n    crypto: strong\n"
+        "lab:\n  password: Lab-Passw0rd\n"
+    )

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from ipsec_deploy.cli import app
 from tests.e2e_helpers import EXAMPLE_LAB, PASSWORD_VARIABLE, run_cli, with_password_env
+from tests.inventory_texts import lab_inventory
 
 PASSWORD = "Lab-Passw0rd"
 
@@ -73,7 +74,7 @@ def test_revert_names_reverted_run(lab, dry_run):
 
 def test_revert_refuses_other_inventory_run(lab, tmp_path):
     # The latest apply used a copy of the inventory: a revert with the
-    # original must not pick that run without being told to.
+    # original must not pick that run unless --run names it.
     inventory, journal = lab
     copy = tmp_path / "copy.yaml"
     copy.write_text(inventory.read_text(encoding="utf-8"), encoding="utf-8")
@@ -162,28 +163,9 @@ def test_verify_single_host_json_fails(lab):
     assert report["nothing_verified"].startswith("Nothing was verified: no mirrored pair has both of its hosts")
 
 
-UNMANAGED_PEERS_ONLY = """\
-connection: {transport: http, auth: negotiate, username: CORP\\ipsec-admin}
-forests:
-  corp.example: {}
-hosts:
-  APP-SRV01: {address: 127.0.0.1, connection: {port: 15985}, ip: [10.0.1.10], domain: corp.example}
-  REPORT-SRV01: {address: 127.0.0.1, connection: {port: 15986}, ip: [10.0.1.30], domain: corp.example}
-auth:
-  kerberos: {phase1: [kerberos]}
-crypto:
-  strong:
-    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]
-    quick_mode: [{encryption: AES256, integrity: SHA256}]
-policies:
-  - name: to-partner
-    endpoint1: [APP-SRV01, REPORT-SRV01]
-    endpoint2: [172.16.5.0/24]
-    auth: kerberos
-    crypto: strong
-lab:
-  password: Lab-Passw0rd
-"""
+UNMANAGED_PEERS_ONLY = lab_inventory(
+    [("APP-SRV01", "10.0.1.10"), ("REPORT-SRV01", "10.0.1.30")], "[APP-SRV01, REPORT-SRV01]", "[172.16.5.0/24]", "to-partner"
+)
 
 
 def test_verify_unmanaged_peers_explains(lab_factory, monkeypatch):

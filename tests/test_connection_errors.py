@@ -177,34 +177,35 @@ def test_web_server_is_not_winrm(web_server, monkeypatch, tmp_path, caplog):
     assert web_server.RequestHandlerClass.requests_seen == 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gssapi") is not None, reason="gssapi is installed, so Kerberos does not fail on import")
-def test_kerberos_without_gssapi(lab_factory, monkeypatch, tmp_path, caplog):
+MISSING_LIBRARY_CASES = [
+    pytest.param(
+        "kerberos", "Kerberos", "gssapi",
+        ["Kerberos from Linux or macOS needs the gssapi and krb5 libraries", "pip install 'pyspnego[kerberos]'", "krb5.conf"],
+        marks=pytest.mark.skipif(importlib.util.find_spec("gssapi") is not None, reason="gssapi is installed, so Kerberos does not fail on import"),
+        id="kerberos",
+    ),
+    pytest.param(
+        "credssp", "CredSSP", "requests_credssp",
+        ["pip install 'pypsrp[credssp]'"],
+        marks=pytest.mark.skipif(importlib.util.find_spec("requests_credssp") is not None, reason="requests-credssp is installed"),
+        id="credssp",
+    ),
+]
+
+
+@pytest.mark.parametrize(("auth", "label", "module", "advice"), MISSING_LIBRARY_CASES)
+def test_missing_auth_library_named(lab_factory, monkeypatch, tmp_path, caplog, auth, label, module, advice):
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
-    inventory, endpoint = start_lab_host(lab_factory, inventory_text(), auth="kerberos")
+    inventory, endpoint = start_lab_host(lab_factory, inventory_text(), auth=auth)
 
     with caplog.at_level(logging.WARNING):
         output = failed_dry_run(inventory, tmp_path)
 
-    assert f"SRV01: not read: cannot authenticate to {endpoint} with Kerberos because the Python module gssapi is not installed" in output
-    assert "Kerberos from Linux or macOS needs the gssapi and krb5 libraries" in output
-    assert "pip install 'pyspnego[kerberos]'" in output
-    assert "krb5.conf" in output
+    assert f"SRV01: not read: cannot authenticate to {endpoint} with {label} because the Python module {module} is not installed" in output
+    for line in advice:
+        assert line in output
     assert "ImportError" not in output
     assert "GSSAPIProxy" not in output
-    assert retries_in(caplog) == []
-
-
-@pytest.mark.skipif(importlib.util.find_spec("requests_credssp") is not None, reason="requests-credssp is installed")
-def test_credssp_without_requests_credssp(lab_factory, monkeypatch, tmp_path, caplog):
-    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
-    inventory, endpoint = start_lab_host(lab_factory, inventory_text(), auth="credssp")
-
-    with caplog.at_level(logging.WARNING):
-        output = failed_dry_run(inventory, tmp_path)
-
-    assert f"SRV01: not read: cannot authenticate to {endpoint} with CredSSP because the Python module requests_credssp is not installed" in output
-    assert "pip install 'pypsrp[credssp]'" in output
-    assert "ImportError" not in output
     assert retries_in(caplog) == []
 
 
@@ -225,7 +226,7 @@ def test_wrong_password_names_user_and_variable(lab_factory, monkeypatch, tmp_pa
 
 
 def test_lab_rejection_names_lab_password(tmp_path):
-    # Under --lab the password comes from the lab section, whatever password_env says.
+    # Under --lab the password comes from the lab section, whatever password_env names.
     [port] = free_listen_ports(1)
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text(

@@ -14,36 +14,14 @@ from ipsec_deploy.transport.credentials import CredentialError, CredentialSource
 from ipsec_deploy.transport import credentials as credentials_module
 from ipsec_deploy.transport.psrp import psrp_connector
 from tests.e2e_helpers import run_cli
+from tests.inventory_texts import lab_inventory
 
 PASSWORD = "Lab-Passw0rd"
 
 # Three hosts that share one user name and take their password from a prompt.
-THREE_HOSTS = """\
-connection:
-  transport: http
-  auth: negotiate
-  username: CORP\\ipsec-admin
-forests:
-  corp.example: {}
-hosts:
-  APP-SRV01: {address: 127.0.0.1, connection: {port: 15985}, ip: [10.0.1.10], domain: corp.example}
-  DB-SRV01: {address: 127.0.0.1, connection: {port: 15986}, ip: [10.0.1.20], domain: corp.example}
-  WEB-SRV01: {address: 127.0.0.1, connection: {port: 15987}, ip: [10.0.1.30], domain: corp.example}
-auth:
-  kerberos: {phase1: [kerberos]}
-crypto:
-  strong:
-    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]
-    quick_mode: [{encryption: AES256, integrity: SHA256}]
-policies:
-  - name: vlan
-    endpoint1: [10.0.1.0/24]
-    endpoint2: [10.0.1.0/24]
-    auth: kerberos
-    crypto: strong
-lab:
-  password: Lab-Passw0rd
-"""
+THREE_HOSTS = lab_inventory(
+    [("APP-SRV01", "10.0.1.10"), ("DB-SRV01", "10.0.1.20"), ("WEB-SRV01", "10.0.1.30")], "[10.0.1.0/24]", "[10.0.1.0/24]", "vlan"
+)
 
 
 class CountingPrompt:
@@ -105,8 +83,8 @@ def test_ask_up_front_prompts_once_per_user(tmp_path):
 def test_prompted_password_opens_every_session(lab_factory, tmp_path):
     # The real connector with the default number of forks: every host
     # connects with the one password typed at the prompt.
-    running, lab_inventory = lab_factory(THREE_HOSTS)
-    inventory = load_inventory(lab_inventory)
+    running, rewritten = lab_factory(THREE_HOSTS)
+    inventory = load_inventory(rewritten)
     plan = build_plan(inventory)
     prompt = CountingPrompt()
     source = CredentialSource(environment={}, prompt=prompt, interactive=True)

@@ -23,13 +23,13 @@ def test_minimal_inventory_output_matches_doc(tmp_path):
     text = DOC.read_text(encoding="utf-8")
     inventory = tmp_path / "minimal.yaml"
     inventory.write_text(fenced_block(text, "```yaml\n", "## A minimal inventory"), encoding="utf-8")
-    shown = fenced_block(text, "```\n", "`ipsec-deploy plan` on this file prints")
+    documented_output = fenced_block(text, "```\n", "`ipsec-deploy plan` on this file prints")
 
     result = CliRunner().invoke(app, ["plan", str(inventory)], env={"COLUMNS": "110", "NO_COLOR": "1"})
 
     assert result.exit_code == 0, result.output
     printed = "\n".join(line.rstrip() for line in result.stdout.splitlines()).strip()
-    assert printed == shown.strip()
+    assert printed == documented_output.strip()
 
 
 JSON_DOC = DOC.parent / "json-output.md"

@@ -117,7 +117,7 @@ def test_host_clock_ahead_is_warned(lab):
 
 def test_next_run_clears_vanished_pending(lab):
     # A run interrupted while confirming removed its tasks but never
-    # recorded it; the next run sees that the hosts hold no task.
+    # recorded it; the next run finds no task on the hosts.
     running, inventory, journal = lab
     assert apply(inventory, journal).exit_code == 0
     path = next((journal / "runs").glob("*/run.json"))

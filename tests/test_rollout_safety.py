@@ -188,11 +188,11 @@ def test_failing_request_stage_keeps_peers_in_request(start):
     assert invariant_violations(running, ADDRESSES) == []
 
     # The journal keeps the list, so 'runs' shows it after the apply's output is gone.
-    held = "APP-SRV01: ipsec-deploy-rule-server-vlan (DB-SRV01 did not complete the request stage, so its mirror rule may be missing)"
+    rule_in_request = "APP-SRV01: ipsec-deploy-rule-server-vlan (DB-SRV01 did not complete the request stage, so its mirror rule may be missing)"
     listing = json.loads(run_cli("runs", "--journal-dir", str(journal), "--format", "json").stdout)
     table = run_cli("runs", "--journal-dir", str(journal))
-    assert held in listing[0]["held_in_request"]
-    assert f"left in Request: {held}" in " ".join(table.stdout.split())
+    assert rule_in_request in listing[0]["held_in_request"]
+    assert f"left in Request: {rule_in_request}" in " ".join(table.stdout.split())
 
 
 def test_failing_raise_stage_reported(start):

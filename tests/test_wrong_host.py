@@ -9,34 +9,11 @@ from ipsec_deploy.inventory import load_inventory
 from ipsec_deploy.inventory.model import netbios_name
 
 from tests.e2e_helpers import PASSWORD_VARIABLE, run_cli, with_password_env
+from tests.inventory_texts import lab_inventory
 
 PASSWORD = "Lab-Passw0rd"
 
-INVENTORY = """\
-connection:
-  transport: http
-  auth: negotiate
-  username: CORP\\ipsec-admin
-forests:
-  corp.example: {}
-hosts:
-  APP-SRV01: {address: 127.0.0.1, connection: {port: 15985}, ip: [10.0.1.10], domain: corp.example}
-  DB-SRV01: {address: 127.0.0.1, connection: {port: 15986}, ip: [10.0.1.20], domain: corp.example}
-auth:
-  kerberos: {phase1: [kerberos]}
-crypto:
-  strong:
-    main_mode: [{encryption: AES256, hash: SHA256, key_exchange: DH14}]
-    quick_mode: [{encryption: AES256, integrity: SHA256}]
-policies:
-  - name: app-db
-    endpoint1: [APP-SRV01]
-    endpoint2: [DB-SRV01]
-    auth: kerberos
-    crypto: strong
-lab:
-  password: Lab-Passw0rd
-"""
+INVENTORY = lab_inventory([("APP-SRV01", "10.0.1.10"), ("DB-SRV01", "10.0.1.20")], "[APP-SRV01]", "[DB-SRV01]")
 
 
 def swapped_ports(inventory, target):

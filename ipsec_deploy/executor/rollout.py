@@ -337,8 +337,10 @@ class Rollout:
                     line = (f"{name}: {rule_name} (kept unchanged: {', '.join(sorted(blocked))} may still require IPsec "
                             "with its old rules: unreachable, failed to lower them, or not part of this run)")
                     # The lower stage skips rules towards hosts outside the run, so only some of these are in Request.
-                    held = expected[name][key] == _lowered(expected[name][key])
-                    (report.held_in_request if held else report.kept_unchanged).append(line)
+                    if expected[name][key] == _lowered(expected[name][key]):
+                        report.held_in_request.append(line)
+                    else:
+                        report.kept_unchanged.append(line)
             request_stage[name], lowered[name] = stage_request(expected[name], change.desired, frozen)
         passed_request = {name for name, c in changes.items() if c.reachable and not c.operations}
         passed_request |= self._apply_stage("request", changes, expected, request_stage, report, batched=True)

@@ -78,7 +78,7 @@ class HostState:
 
     managed: dict[tuple[str, str], PlannedObject] = field(default_factory=dict)
     foreign_rules: list[ForeignRule] = field(default_factory=list)
-    computer_name: str = ""  # $env:COMPUTERNAME of the host that answered
+    computer_name: str = ""  # $env:COMPUTERNAME of the host the session reached
 
     def objects(self) -> list[PlannedObject]:
         return list(self.managed.values())

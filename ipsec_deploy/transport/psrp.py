@@ -141,7 +141,7 @@ def classify(settings: ConnectionSettings, error: Exception, established: bool =
 
     Only faults that can pass on their own are marked retryable: refused
     connections, timeouts, transient HTTP statuses and quota faults.
-    ``established`` tells that the session was open, so a connection error
+    ``established`` means that the session was open, so a connection error
     means the connection was lost, not that the settings are wrong.
     """
     host = settings.host

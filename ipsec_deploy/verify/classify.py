@@ -38,7 +38,7 @@ EXEMPT = "exempt"
 NOT_EXEMPT = "exemption not effective"
 SKIPPED = "not verified"
 RULE_MISSING = "rule missing"
-RULE_DIFFERS = "rule differs"  # a host holds the rule, but not as planned (other traffic or security)
+RULE_DIFFERS = "rule differs"  # a host has the rule, but not as planned (other traffic or security)
 
 PASSING = frozenset({ENCRYPTED, EXEMPT})
 

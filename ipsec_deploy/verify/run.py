@@ -142,7 +142,7 @@ class Verifier:
 
     @staticmethod
     def _rule_findings(plan: Plan, probe: PairProbe, states: dict[str, HostState], check_security: bool) -> tuple[str, str]:
-        """Return (status, reason) for a pair whose planned rules a host lacks or holds in another form; ("", "") when both match.
+        """Return (status, reason) for a pair whose planned rules a host lacks or has in another form; ("", "") when both match.
 
         With ``check_security`` off, a rule that differs only in its
         inbound and outbound security counts as matching.

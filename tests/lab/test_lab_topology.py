@@ -170,7 +170,7 @@ def test_lab_inventory_loads_and_plans() -> None:
     assert sorted(topology.hosts) == sorted(inventory.hosts)
     assert all(h.address == "127.0.0.1" for h in topology.hosts.values())
     assert len({h.port for h in topology.hosts.values()}) == len(topology.hosts)
-    # Below every common ephemeral range, so no outgoing connection holds a lab port.
+    # Below every common ephemeral range, so no outgoing connection uses a lab port.
     assert all(1024 < h.port < 32768 for h in topology.hosts.values())
     assert all(h.facts.machine_certificates for h in topology.hosts.values())
     assert topology.hosts["DB-SRV01"].facts.foreign_rules[0]["Group"] == "Backup"

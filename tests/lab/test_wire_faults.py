@@ -125,7 +125,7 @@ def test_faults_change_while_running() -> None:
 
 def test_undecryptable_request_logs_one_line(monkeypatch, caplog) -> None:
     # A client interrupted mid-request leaves NTLM sequence numbers out of
-    # step; the listener answers 400 and logs a warning, not a traceback.
+    # step; the listener responds with 400 and logs a warning, not a traceback.
     def out_of_step(self, *args, **kwargs):
         raise BadMICError(context_msg="checksum mismatch")
 
